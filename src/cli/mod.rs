@@ -1,0 +1,122 @@
+//! The `bahinlink` command line: argument parsing, settings layering, and dispatch to the
+//! subcommands. Exit codes: 0 success, 1 failure at run time, 2 bad usage or configuration.
+
+mod migrate;
+mod serve;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::configuration::{ConfigError, Settings};
+
+/// BahinLink Dispatch: realtime tracking and dispatch daemon for security guard companies.
+#[derive(Debug, Parser)]
+#[command(name = "bahinlink", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Settings file layered over the defaults (see config/default.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// PostgreSQL connection string; when absent the config file's database.url, else the
+    /// embedded cluster, is used.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (HTTP API, WebSockets, actors).
+    Serve {
+        /// Listen address, e.g. 127.0.0.1:8080 (overrides server.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Apply pending schema migrations (or inspect / reset them).
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+}
+
+/// `bahinlink migrate <action>`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// List applied and pending migrations with their checksums.
+    Status,
+    /// Drop the whole schema and every row in it, then re-apply all migrations.
+    Reset {
+        /// Confirm that all data in the database is to be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A failure that ends the command, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+
+    /// Wraps any error with its source chain as the message.
+    pub(crate) fn failed(e: impl std::error::Error) -> Self {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = s.source();
+        }
+        CliError::Failed(message)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars())?
+        .with_database_url(cli.database_url)?;
+    crate::telemetry::init(&settings.logging);
+    let system = actix_web::rt::System::new();
+    match cli.command {
+        Command::Serve { listen } => {
+            let settings = settings.with_listen(listen.as_deref())?;
+            system.block_on(serve::serve(settings))
+        }
+        Command::Migrate { action } => system.block_on(migrate::migrate(settings, action)),
+    }
+}

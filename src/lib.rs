@@ -1,0 +1,13 @@
+//! BahinLink Dispatch: realtime tracking and dispatch of security guards.
+//!
+//! Data flow, one module per part: `api` (HTTP surface), `storage` (PostgreSQL, embedded
+//! cluster, migrations); `configuration`, `telemetry` and `observability` serve them all;
+//! `startup` assembles the application and `cli` drives it.
+
+pub mod api;
+pub mod cli;
+pub mod configuration;
+pub mod observability;
+pub mod startup;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,96 @@
+//! Builds the running application: listener, shared state and HTTP server. Tests build it
+//! on port 0 against their own database; `bahinlink serve` builds it from the settings.
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{dev::Server, dev::ServerHandle, middleware, web, App, HttpServer};
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::{api, configuration::Settings, observability};
+
+/// State shared by every handler and actor.
+pub struct AppState {
+    /// The PostgreSQL pool.
+    pub pool: Pool,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The settings the application was built with.
+    pub settings: Arc<Settings>,
+}
+
+/// Errors of building the application.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running, server.
+pub struct Application {
+    /// The port actually bound (differs from the setting when it was 0).
+    port: u16,
+    /// The server future; polling it runs the server.
+    server: Server,
+}
+
+impl Application {
+    /// Binds the listener and assembles the server. Signals are not handled here: the caller
+    /// decides when to stop (see `server_handle`).
+    pub async fn build(settings: Settings, pool: Pool) -> Result<Self, StartupError> {
+        let addr = settings.server.listen;
+        let listener =
+            TcpListener::bind(addr).map_err(|source| StartupError::Bind { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?
+            .port();
+
+        let settings = Arc::new(settings);
+        let state = web::Data::new(AppState {
+            pool,
+            metrics: observability::prometheus(),
+            settings: settings.clone(),
+        });
+        let json_limit = settings.server.json_body_limit_bytes;
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(middleware::from_fn(observability::http_metrics))
+                .app_data(state.clone())
+                .app_data(web::JsonConfig::default().limit(json_limit))
+                .configure(api::routes)
+                .default_service(web::to(api::error::not_found))
+        })
+        .disable_signals()
+        .max_connections(settings.server.max_connections_per_worker)
+        .shutdown_timeout(settings.server.shutdown_timeout_s)
+        .client_request_timeout(Duration::from_secs(10));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind { addr, source })?
+            .run();
+        Ok(Application { port, server })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server (gracefully or not) from elsewhere.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until stopped through the handle.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,5 @@
+//! Storage: the PostgreSQL pool, the embedded default cluster and schema migrations.
+
+pub mod embedded;
+pub mod migrate;
+pub mod pool;
