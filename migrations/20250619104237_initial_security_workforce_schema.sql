@@ -429,9 +429,9 @@ CREATE TABLE location_tracking (
     speed_mps           real,
     heading_deg         real,
     battery_pct         smallint CHECK (battery_pct BETWEEN 0 AND 100),
-    -- When the fix was taken (device clock), and when the server received it.
+    -- When the fix was taken (device clock); created_at is when the server received it.
     "timestamp"         timestamptz NOT NULL,
-    received_at         timestamptz NOT NULL DEFAULT now(),
+    created_at          timestamptz NOT NULL DEFAULT now(),
     -- false: stored, but not used for geofence decisions (poor accuracy, impossible speed).
     is_trusted          boolean NOT NULL DEFAULT true,
     untrusted_reason    text,

@@ -411,6 +411,18 @@ fn has_binaries(dir: &Path) -> bool {
 /// Finds the directory holding `initdb` and `pg_ctl`: configured, else PATH, else the
 /// newest /usr/lib/postgresql/<major>/bin.
 pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    find_bin_dir_in(
+        configured,
+        std::env::var_os("PATH").as_deref(),
+        Path::new("/usr/lib/postgresql"),
+    )
+}
+
+fn find_bin_dir_in(
+    configured: Option<&Path>,
+    path_var: Option<&std::ffi::OsStr>,
+    versions_root: &Path,
+) -> Result<PathBuf, EmbeddedError> {
     if let Some(dir) = configured {
         return if has_binaries(dir) {
             Ok(dir.to_path_buf())
@@ -418,12 +430,12 @@ pub fn find_bin_dir(configured: Option<&Path>) -> Result<PathBuf, EmbeddedError>
             Err(EmbeddedError::BadBinDir(dir.to_path_buf()))
         };
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_binaries(d)) {
+    if let Some(path) = path_var {
+        if let Some(dir) = std::env::split_paths(path).find(|d| has_binaries(d)) {
             return Ok(dir);
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(versions_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -494,6 +506,19 @@ mod tests {
             dir.display()
         );
         assert_eq!(dir, socket_dir_for(&long), "stable for the same data dir");
+    }
+
+    #[test]
+    fn missing_binaries_say_which_package_to_install() {
+        let empty = std::env::temp_dir();
+        let err = find_bin_dir_in(
+            None,
+            Some(std::ffi::OsStr::new("/nonexistent")),
+            &empty.join("none"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install postgresql"), "{msg}");
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! Integration tests: one binary, one throwaway PostgreSQL cluster, a database per test.
+
+mod cli;
+mod embedded;
+mod helpers;
+mod ops;
+mod schema;
