@@ -1,0 +1,4 @@
+//! Credentials: argon2id password hashing and opaque bearer tokens.
+
+pub mod password;
+pub mod token;
