@@ -32,6 +32,32 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Log filter and format.
     pub logging: LoggingSettings,
+    /// Sessions, device tokens and password hashing.
+    pub auth: AuthSettings,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Login session lifetime.
+    pub session_ttl_s: u64,
+    /// Device token lifetime in days; 0 means until revoked.
+    pub device_token_ttl_days: u64,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id passes.
+    pub argon2_iterations: u32,
+}
+
+impl AuthSettings {
+    /// The argon2id cost.
+    pub fn hash_cost(&self) -> crate::auth::password::HashCost {
+        crate::auth::password::HashCost {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+        }
+    }
 }
 
 /// `[server]`
@@ -261,6 +287,31 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "database.embedded.startup_timeout_s",
                 "between 1 and 3600 seconds",
+            ));
+        }
+        let a = &self.auth;
+        if !(60..=30 * 24 * 3600).contains(&a.session_ttl_s) {
+            return Err(ConfigError::invalid(
+                "auth.session_ttl_s",
+                "between 60 seconds and 30 days",
+            ));
+        }
+        if a.device_token_ttl_days > 3650 {
+            return Err(ConfigError::invalid(
+                "auth.device_token_ttl_days",
+                "at most 3650 (0 = until revoked)",
+            ));
+        }
+        if !(8..=4 * 1024 * 1024).contains(&a.argon2_memory_kib) {
+            return Err(ConfigError::invalid(
+                "auth.argon2_memory_kib",
+                "between 8 and 4194304",
+            ));
+        }
+        if !(1..=100).contains(&a.argon2_iterations) {
+            return Err(ConfigError::invalid(
+                "auth.argon2_iterations",
+                "between 1 and 100",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {

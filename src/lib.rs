@@ -5,8 +5,10 @@
 //! `startup` assembles the application and `cli` drives it.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod domain;
 pub mod observability;
 pub mod startup;
 pub mod storage;

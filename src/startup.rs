@@ -17,6 +17,11 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The settings the application was built with.
     pub settings: Arc<Settings>,
+    /// argon2 hash verified against when a login names an unknown email (equal timing).
+    pub decoy_hash: std::sync::OnceLock<String>,
+    /// Announces revoked device tokens (api_keys.id) so that live connections using them
+    /// are closed at once.
+    pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
 }
 
 /// Errors of building the application.
@@ -55,6 +60,8 @@ impl Application {
             pool,
             metrics: observability::prometheus(),
             settings: settings.clone(),
+            decoy_hash: std::sync::OnceLock::new(),
+            device_revocations: tokio::sync::broadcast::channel(1024).0,
         });
         let json_limit = settings.server.json_body_limit_bytes;
         let mut server = HttpServer::new(move || {

@@ -44,17 +44,22 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_field`, `not_found`.
+    pub code: String,
+    /// Human-readable explanation naming the problem.
+    pub message: String,
+    /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -103,9 +108,9 @@ impl ResponseError for ApiError {
         }
         HttpResponse::build(self.status_code()).json(ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
+                code: self.code().to_owned(),
                 message: self.to_string(),
-                field: self.field(),
+                field: self.field().map(str::to_owned),
             },
         })
     }
@@ -118,4 +123,108 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiE
         req.method(),
         req.path()
     )))
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    /// Constraint violations are the caller's problem (409/422, naming the field when the
+    /// constraint tells it); anything else is ours (500, details logged only).
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let Some(db) = e.as_db_error() else {
+            return ApiError::Unavailable(format!("database connection failed: {e}"));
+        };
+        let constraint = db.constraint().unwrap_or_default();
+        let field = constraint_field(constraint);
+        match db.code() {
+            c if *c == SqlState::UNIQUE_VIOLATION => ApiError::Conflict {
+                code: "already_exists",
+                message: match &field {
+                    Some(f) => format!("a record with this {f} already exists"),
+                    None => "a record with these values already exists".into(),
+                },
+            },
+            c if *c == SqlState::FOREIGN_KEY_VIOLATION => ApiError::Unprocessable {
+                code: "invalid_reference",
+                message: match &field {
+                    Some(f) => format!("{f} does not name an existing record (or it is still referenced)"),
+                    None => format!("a referenced record does not exist, or this one is still referenced ({constraint})"),
+                },
+                field,
+            },
+            c if *c == SqlState::CHECK_VIOLATION || *c == SqlState::NOT_NULL_VIOLATION => {
+                ApiError::Unprocessable {
+                    code: "invalid_value",
+                    message: format!("a value breaks the rule {}", if constraint.is_empty() { db.message() } else { constraint }),
+                    field: field.or_else(|| db.column().map(str::to_owned)),
+                }
+            }
+            c if *c == SqlState::INVALID_TEXT_REPRESENTATION || *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                || *c == SqlState::DATETIME_FIELD_OVERFLOW =>
+            {
+                ApiError::Unprocessable { code: "invalid_value", message: db.message().to_owned(), field: None }
+            }
+            _ => ApiError::Internal(format!("database error: {db}")),
+        }
+    }
+}
+
+/// The API field a named constraint protects, where the name tells it.
+fn constraint_field(constraint: &str) -> Option<String> {
+    let known = [
+        ("users_email_key", "email"),
+        ("agents_employee_id_key", "employee_id"),
+        ("qr_codes_checkpoint_type_code_key", "code"),
+        ("users_client_id_fkey", "client_id"),
+        ("sites_client_id_fkey", "client_id"),
+        ("shifts_site_id_fkey", "site_id"),
+        ("shifts_agent_id_fkey", "agent_id"),
+    ];
+    known
+        .iter()
+        .find(|(c, _)| *c == constraint)
+        .map(|(_, f)| (*f).to_owned())
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        ApiError::Unavailable(format!("database unavailable: {e}"))
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(format!("blocking task failed: {e}"))
+    }
+}
+
+impl ApiError {
+    /// 422 for a field that fails validation.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Unprocessable {
+            code: "invalid_value",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// 404 for `what` with `id`.
+    pub fn not_found_id(what: &str, id: uuid::Uuid) -> Self {
+        ApiError::NotFound(format!("no {what} with id {id}"))
+    }
+
+    /// 403 for a role that may not do this.
+    pub fn forbidden(action: &str) -> Self {
+        ApiError::Forbidden(format!("your role may not {action}"))
+    }
+}
+
+/// Answers a known path called with a method it does not support.
+pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(ErrorBody {
+        error: ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: format!("{} is not supported on {}", req.method(), req.path()),
+            field: None,
+        },
+    })
 }

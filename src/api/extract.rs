@@ -23,7 +23,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             .headers()
             .get(actix_web::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.trim().to_ascii_lowercase().starts_with("application/json"));
+            .is_some_and(|ct| {
+                ct.trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
         let limit = req
             .app_data::<web::Data<crate::startup::AppState>>()
             .map_or(256 * 1024, |s| s.settings.server.json_body_limit_bytes);
@@ -38,7 +42,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             }
             let bytes = body.await.map_err(|e| body_error(e, limit))?;
             if bytes.len() > limit {
-                return Err(ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes")));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "the body exceeds {limit} bytes"
+                )));
             }
             parse_json(&bytes).map(ApiJson)
         })
@@ -47,13 +53,19 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 
 fn body_error(e: actix_web::Error, limit: usize) -> ApiError {
     match e.as_error::<PayloadError>() {
-        Some(PayloadError::Overflow) => ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes")),
+        Some(PayloadError::Overflow) => {
+            ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes"))
+        }
         _ => {
             let text = e.to_string();
             if text.to_ascii_lowercase().contains("overflow") || text.contains("too large") {
                 ApiError::PayloadTooLarge(format!("the body exceeds {limit} bytes"))
             } else {
-                ApiError::BadRequest { code: "bad_body", message: format!("cannot read the body: {text}"), field: None }
+                ApiError::BadRequest {
+                    code: "bad_body",
+                    message: format!("cannot read the body: {text}"),
+                    field: None,
+                }
             }
         }
     }
@@ -66,7 +78,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::BadRequest { code: "bad_json", message: format!("malformed JSON: {inner}"), field: None }
+            ApiError::BadRequest {
+                code: "bad_json",
+                message: format!("malformed JSON: {inner}"),
+                field: None,
+            }
         } else {
             let field = (path != ".").then_some(path);
             ApiError::BadRequest {
@@ -83,34 +99,44 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// Maps actix's path errors (a malformed UUID, typically) to a 400.
 pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::BadRequest { code: "invalid_path", message: format!("invalid id in path: {err}"), field: None }.into()
+    ApiError::BadRequest {
+        code: "invalid_path",
+        message: format!("invalid id in path: {err}"),
+        field: None,
+    }
+    .into()
 }
 
 /// Maps query-string errors to a 400.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
-    ApiError::BadRequest { code: "invalid_query", message: format!("invalid query string: {err}"), field: None }.into()
-}
-
-/// `?limit=&offset=` paging, bounded.
-#[derive(Debug, Clone, Copy, serde::Deserialize, utoipa::IntoParams)]
-pub struct Paging {
-    /// Items per page, 1..=200 (default 50).
-    pub limit: Option<i64>,
-    /// Items to skip (default 0).
-    pub offset: Option<i64>,
-}
-
-impl Paging {
-    /// (limit, offset), checked.
-    pub fn bounds(&self) -> Result<(i64, i64), ApiError> {
-        let limit = self.limit.unwrap_or(50);
-        let offset = self.offset.unwrap_or(0);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::BadRequest { code: "invalid_query", message: "limit must be between 1 and 200".into(), field: Some("limit".into()) });
-        }
-        if offset < 0 {
-            return Err(ApiError::BadRequest { code: "invalid_query", message: "offset must not be negative".into(), field: Some("offset".into()) });
-        }
-        Ok((limit, offset))
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
+    ApiError::BadRequest {
+        code: "invalid_query",
+        message: format!("invalid query string: {err}"),
+        field: None,
     }
+    .into()
+}
+
+/// Checks `?limit=&offset=` paging: limit 1..=200 (default 50), offset >= 0.
+pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    let offset = offset.unwrap_or(0);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "limit must be between 1 and 200".into(),
+            field: Some("limit".into()),
+        });
+    }
+    if offset < 0 {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "offset must not be negative".into(),
+            field: Some("offset".into()),
+        });
+    }
+    Ok((limit, offset))
 }

@@ -2,7 +2,7 @@
 //! callers run it on the blocking pool, never on the async executor.
 
 use argon2::{
-    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Algorithm, Argon2, Params, Version,
 };
 
@@ -26,10 +26,14 @@ impl Password {
     pub fn parse(raw: String) -> Result<Password, String> {
         let n = raw.chars().count();
         if n < MIN_PASSWORD_LEN {
-            return Err(format!("password must have at least {MIN_PASSWORD_LEN} characters"));
+            return Err(format!(
+                "password must have at least {MIN_PASSWORD_LEN} characters"
+            ));
         }
         if n > MAX_PASSWORD_LEN {
-            return Err(format!("password must have at most {MAX_PASSWORD_LEN} characters"));
+            return Err(format!(
+                "password must have at most {MAX_PASSWORD_LEN} characters"
+            ));
         }
         Ok(Password(raw))
     }
@@ -56,7 +60,9 @@ fn hasher(cost: HashCost) -> Argon2<'static> {
 
 /// Hashes `password` into a PHC string (salt and parameters included).
 pub fn hash_password(password: &Password, cost: HashCost) -> String {
-    let salt = SaltString::generate(&mut OsRng);
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("OS random source");
+    let salt = SaltString::encode_b64(&bytes).expect("16 bytes is a valid salt length");
     hasher(cost)
         .hash_password(password.expose().as_bytes(), &salt)
         .expect("argon2 hashing with valid parameters cannot fail")
@@ -67,7 +73,9 @@ pub fn hash_password(password: &Password, cost: HashCost) -> String {
 /// matches.
 pub fn verify_password(candidate: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
-        Ok(parsed) => Argon2::default().verify_password(candidate.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => Argon2::default()
+            .verify_password(candidate.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -84,7 +92,10 @@ pub fn decoy_hash(cost: HashCost) -> String {
 mod tests {
     use super::*;
 
-    const CHEAP: HashCost = HashCost { memory_kib: 1024, iterations: 1 };
+    const CHEAP: HashCost = HashCost {
+        memory_kib: 1024,
+        iterations: 1,
+    };
 
     #[test]
     fn hashes_verify_and_differ_by_salt() {

@@ -46,7 +46,11 @@ pub fn mint(kind: TokenKind) -> NewToken {
     getrandom::fill(&mut bytes).expect("OS random source");
     let secret = format!("{}{}", kind.prefix(), hex::encode(bytes));
     let prefix = secret[..12].to_owned();
-    NewToken { hash: digest(&secret), secret, prefix }
+    NewToken {
+        hash: digest(&secret),
+        secret,
+        prefix,
+    }
 }
 
 /// The stored form of a presented token.

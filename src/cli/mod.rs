@@ -1,6 +1,7 @@
 //! The `bahinlink` command line: argument parsing, settings layering, and dispatch to the
 //! subcommands. Exit codes: 0 success, 1 failure at run time, 2 bad usage or configuration.
 
+mod admin;
 mod migrate;
 mod serve;
 
@@ -44,6 +45,28 @@ pub enum Command {
     Migrate {
         #[command(subcommand)]
         action: Option<MigrateAction>,
+    },
+    /// Manage administrators.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+/// `bahinlink admin <action>`.
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create an ADMIN user; prints its id.
+    Create {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Password (visible in the process list: prefer --password-stdin).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
     },
 }
 
@@ -118,5 +141,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             system.block_on(serve::serve(settings))
         }
         Command::Migrate { action } => system.block_on(migrate::migrate(settings, action)),
+        Command::Admin {
+            action:
+                AdminAction::Create {
+                    email,
+                    password,
+                    password_stdin,
+                },
+        } => system.block_on(admin::create(settings, email, password, password_stdin)),
     }
 }

@@ -2,7 +2,7 @@
 
 /// Declares an enum mapped to a PostgreSQL enum type and to SCREAMING_SNAKE_CASE JSON.
 macro_rules! db_enum {
-    ($(#[$meta:meta])* $name:ident = $pg:literal { $($variant:ident),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident = $pg:tt { $($variant:ident),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash,
@@ -17,6 +17,14 @@ macro_rules! db_enum {
         impl $name {
             /// Every label, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label, as in JSON and the database.
+            pub fn label(self) -> String {
+                serde_json::to_value(self)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }
         }
     };
 }
@@ -44,10 +52,10 @@ db_enum!(/// How an agent came to be on a shift (seed `AssignmentMethod`).
 db_enum!(/// Whether a site is operated.
     SiteStatus = "SiteStatus" { Active, Inactive, Maintenance, Closed });
 db_enum!(/// What kind of place a site is.
-    SiteType = "SiteType" {
-        Commercial, Residential, Industrial, Government, Retail, Healthcare, Educational,
-        Construction, Event, Other
-    });
+SiteType = "SiteType" {
+    Commercial, Residential, Industrial, Government, Retail, Healthcare, Educational,
+    Construction, Event, Other
+});
 db_enum!(/// Kind of leave.
     TimeOffType = "TimeOffType" { Vacation, Sick, Personal, Bereavement, Training, Unpaid, Other });
 db_enum!(/// Life cycle of a time-off request.
@@ -78,9 +86,18 @@ mod tests {
 
     #[test]
     fn labels_match_the_database() {
-        assert_eq!(serde_json::to_string(&AttendanceMethod::QrCode).unwrap(), "\"QR_CODE\"");
-        assert_eq!(serde_json::to_string(&ShiftStatus::NoShow).unwrap(), "\"NO_SHOW\"");
-        assert_eq!(serde_json::to_string(&AssignmentMethod::IntelligentAuto).unwrap(), "\"INTELLIGENT_AUTO\"");
+        assert_eq!(
+            serde_json::to_string(&AttendanceMethod::QrCode).unwrap(),
+            "\"QR_CODE\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ShiftStatus::NoShow).unwrap(),
+            "\"NO_SHOW\""
+        );
+        assert_eq!(
+            serde_json::to_string(&AssignmentMethod::IntelligentAuto).unwrap(),
+            "\"INTELLIGENT_AUTO\""
+        );
     }
 
     #[test]

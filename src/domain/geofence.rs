@@ -41,7 +41,9 @@ fn err(message: impl Into<String>) -> GeofenceError {
 impl GeofenceSpec {
     /// Parses and validates `value`.
     pub fn parse(value: &Value) -> Result<GeofenceSpec, GeofenceError> {
-        let object = value.as_object().ok_or_else(|| err("must be a JSON object"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| err("must be a JSON object"))?;
         let kind = object
             .get("type")
             .and_then(Value::as_str)
@@ -53,19 +55,33 @@ impl GeofenceSpec {
             }
             "Circle" => {
                 only_keys(object, &["type", "center", "radius_m"])?;
-                let center = parse_position(object.get("center").ok_or_else(|| err("Circle needs `center`: [lon, lat]"))?, "center")?;
+                let center = parse_position(
+                    object
+                        .get("center")
+                        .ok_or_else(|| err("Circle needs `center`: [lon, lat]"))?,
+                    "center",
+                )?;
                 let radius_m = object
                     .get("radius_m")
                     .and_then(Value::as_f64)
                     .ok_or_else(|| err("Circle needs `radius_m`, a number of metres"))?;
                 if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
-                    return Err(err(format!("radius_m must be > 0 and <= {MAX_RADIUS_M}, not {radius_m}")));
+                    return Err(err(format!(
+                        "radius_m must be > 0 and <= {MAX_RADIUS_M}, not {radius_m}"
+                    )));
                 }
                 GeofenceShape::Circle { center, radius_m }
             }
-            other => return Err(err(format!("unsupported type \"{other}\"; use \"Polygon\" or \"Circle\""))),
+            other => {
+                return Err(err(format!(
+                    "unsupported type \"{other}\"; use \"Polygon\" or \"Circle\""
+                )))
+            }
         };
-        Ok(GeofenceSpec { shape, raw: value.clone() })
+        Ok(GeofenceSpec {
+            shape,
+            raw: value.clone(),
+        })
     }
 
     /// The database's `"GeofenceShape"` label.
@@ -85,9 +101,15 @@ impl GeofenceSpec {
     }
 }
 
-fn only_keys(object: &serde_json::Map<String, Value>, allowed: &[&str]) -> Result<(), GeofenceError> {
+fn only_keys(
+    object: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+) -> Result<(), GeofenceError> {
     match object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(err(format!("unknown field `{k}` (expected {})", allowed.join(", ")))),
+        Some(k) => Err(err(format!(
+            "unknown field `{k}` (expected {})",
+            allowed.join(", ")
+        ))),
         None => Ok(()),
     }
 }
@@ -112,17 +134,30 @@ fn parse_polygon(value: Option<&Value>) -> Result<Polygon<f64>, GeofenceError> {
     let rings = value
         .and_then(Value::as_array)
         .filter(|r| !r.is_empty())
-        .ok_or_else(|| err("Polygon needs `coordinates`: an array of rings, each an array of [lon, lat]"))?;
+        .ok_or_else(|| {
+            err("Polygon needs `coordinates`: an array of rings, each an array of [lon, lat]")
+        })?;
     let total: usize = rings.iter().map(|r| r.as_array().map_or(0, Vec::len)).sum();
     if total > MAX_POLYGON_POSITIONS {
-        return Err(err(format!("at most {MAX_POLYGON_POSITIONS} positions, not {total}")));
+        return Err(err(format!(
+            "at most {MAX_POLYGON_POSITIONS} positions, not {total}"
+        )));
     }
     let mut parsed = Vec::with_capacity(rings.len());
     for (i, ring) in rings.iter().enumerate() {
-        let name = if i == 0 { "exterior ring".to_owned() } else { format!("hole {i}") };
-        let positions = ring.as_array().ok_or_else(|| err(format!("{name} must be an array of [lon, lat]")))?;
+        let name = if i == 0 {
+            "exterior ring".to_owned()
+        } else {
+            format!("hole {i}")
+        };
+        let positions = ring
+            .as_array()
+            .ok_or_else(|| err(format!("{name} must be an array of [lon, lat]")))?;
         if positions.len() < 4 {
-            return Err(err(format!("{name} needs at least 4 positions (first = last), has {}", positions.len())));
+            return Err(err(format!(
+                "{name} needs at least 4 positions (first = last), has {}",
+                positions.len()
+            )));
         }
         let coords = positions
             .iter()
@@ -130,7 +165,9 @@ fn parse_polygon(value: Option<&Value>) -> Result<Polygon<f64>, GeofenceError> {
             .map(|(j, p)| parse_position(p, &format!("{name} position {j}")))
             .collect::<Result<Vec<_>, _>>()?;
         if coords.first() != coords.last() {
-            return Err(err(format!("{name} is not closed: its last position must equal its first")));
+            return Err(err(format!(
+                "{name} is not closed: its last position must equal its first"
+            )));
         }
         parsed.push(LineString::new(coords));
     }
@@ -160,24 +197,57 @@ mod tests {
         let p = GeofenceSpec::parse(&square()).unwrap();
         assert_eq!(p.shape_label(), "POLYGON");
         assert_eq!(p.raw, square());
-        let c = GeofenceSpec::parse(&json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 150})).unwrap();
+        let c = GeofenceSpec::parse(
+            &json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 150}),
+        )
+        .unwrap();
         assert_eq!(c.circle(), Some((6.13, 1.22, 150.0)));
     }
 
     #[test]
     fn refuses_bad_shapes_with_a_reason() {
         let cases = [
-            (json!({"type": "Polygon", "coordinates": [[[1.0, 6.0], [1.01, 6.0], [1.0, 6.0]]]}), "at least 4"),
-            (json!({"type": "Polygon", "coordinates": [[[1.0, 6.0], [1.01, 6.0], [1.01, 6.01], [1.0, 6.02]]]}), "not closed"),
+            (
+                json!({"type": "Polygon", "coordinates": [[[1.0, 6.0], [1.01, 6.0], [1.0, 6.0]]]}),
+                "at least 4",
+            ),
+            (
+                json!({"type": "Polygon", "coordinates": [[[1.0, 6.0], [1.01, 6.0], [1.01, 6.01], [1.0, 6.02]]]}),
+                "not closed",
+            ),
             // A bow-tie: edges cross.
-            (json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]}), "intersect"),
-            (json!({"type": "Polygon", "coordinates": [[[200.0, 6.0], [1.01, 6.0], [1.01, 6.01], [200.0, 6.0]]]}), "out of range"),
-            (json!({"type": "Polygon", "coordinates": [[[1.0, 95.0], [1.01, 6.0], [1.01, 6.01], [1.0, 95.0]]]}), "out of range"),
-            (json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 0}), "radius_m"),
-            (json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 50001}), "radius_m"),
-            (json!({"type": "Circle", "center": [1.22], "radius_m": 10}), "[lon, lat]"),
-            (json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 10, "extra": 1}), "unknown field"),
-            (json!({"type": "MultiPolygon", "coordinates": []}), "unsupported"),
+            (
+                json!({"type": "Polygon", "coordinates": [[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]]}),
+                "intersect",
+            ),
+            (
+                json!({"type": "Polygon", "coordinates": [[[200.0, 6.0], [1.01, 6.0], [1.01, 6.01], [200.0, 6.0]]]}),
+                "out of range",
+            ),
+            (
+                json!({"type": "Polygon", "coordinates": [[[1.0, 95.0], [1.01, 6.0], [1.01, 6.01], [1.0, 95.0]]]}),
+                "out of range",
+            ),
+            (
+                json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 0}),
+                "radius_m",
+            ),
+            (
+                json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 50001}),
+                "radius_m",
+            ),
+            (
+                json!({"type": "Circle", "center": [1.22], "radius_m": 10}),
+                "[lon, lat]",
+            ),
+            (
+                json!({"type": "Circle", "center": [1.22, 6.13], "radius_m": 10, "extra": 1}),
+                "unknown field",
+            ),
+            (
+                json!({"type": "MultiPolygon", "coordinates": []}),
+                "unsupported",
+            ),
             (json!("Polygon"), "object"),
         ];
         for (value, expected) in cases {

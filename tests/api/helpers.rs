@@ -215,11 +215,139 @@ impl TestApp {
         (status, json)
     }
 
+    /// Sends `method path` with an optional bearer token and JSON body; returns status and
+    /// JSON (Null for an empty body).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.address));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut res = match body {
+            Some(b) => req.send_json(&b).await,
+            None => req.send().await,
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("read body");
+        let json = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (res.status().as_u16(), json)
+    }
+
+    /// Sends raw bytes with a given content type.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.address))
+            .insert_header(("Content-Type", content_type));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut res = req.send_body(body).await.expect("send");
+        let bytes = res.body().limit(16 * 1024 * 1024).await.expect("read body");
+        (
+            res.status().as_u16(),
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// Creates a user straight in the database and logs it in over HTTP.
+    pub async fn user(&self, role: &str, client_id: Option<uuid::Uuid>) -> TestUser {
+        let password = "correct horse battery".to_owned();
+        let hash = bahinlink::auth::password::hash_password(
+            &bahinlink::auth::password::Password::parse(password.clone()).unwrap(),
+            bahinlink::auth::password::HashCost {
+                memory_kib: 1024,
+                iterations: 1,
+            },
+        );
+        let email = format!(
+            "{}-{}@example.test",
+            role.to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let db = self.db().await;
+        let id: uuid::Uuid = db
+            .query_one(
+                "INSERT INTO users (email, password_hash, role, client_id, first_name, last_name)
+                 VALUES ($1, $2, $3::text::\"UserRole\", $4, 'Test', $3) RETURNING id",
+                &[&email, &hash, &role, &client_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let agent_id: Option<uuid::Uuid> = if role == "AGENT" {
+            Some(
+                db.query_one(
+                    "INSERT INTO agents (user_id, employee_id) VALUES ($1, $2) RETURNING id",
+                    &[&id, &format!("E-{}", uuid::Uuid::new_v4().simple())],
+                )
+                .await
+                .unwrap()
+                .get(0),
+            )
+        } else {
+            None
+        };
+        let (status, body) = self
+            .call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        TestUser {
+            id,
+            agent_id,
+            email,
+            password,
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
     /// A plain connection to the app's database.
     #[allow(dead_code)]
     pub async fn db(&self) -> tokio_postgres::Client {
         connect(&self.db_url).await
     }
+}
+
+/// A logged-in user.
+#[allow(dead_code)]
+pub struct TestUser {
+    pub id: uuid::Uuid,
+    /// agents.id for AGENT users.
+    pub agent_id: Option<uuid::Uuid>,
+    pub email: String,
+    pub password: String,
+    /// Session token.
+    pub token: String,
 }
 
 /// Settings for a test app: defaults, port 0, one worker, the given database.
@@ -231,6 +359,9 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.database.url = db_url.to_owned();
     settings.database.pool_size = 4;
     settings.database.connect_timeout_s = 2;
+    // Cheap hashing: tests create many users; the cost is a setting, not a behaviour.
+    settings.auth.argon2_memory_kib = 1024;
+    settings.auth.argon2_iterations = 1;
     settings
 }
 

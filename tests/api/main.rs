@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one throwaway PostgreSQL cluster, a database per test.
 
+mod auth;
 mod cli;
 mod embedded;
 mod helpers;

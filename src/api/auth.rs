@@ -1,0 +1,307 @@
+//! Authentication: the `Caller` extractor (bearer session token → user, role, client,
+//! agent), login, logout and "who am I".
+
+use std::{future::Future, net::IpAddr, pin::Pin};
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    api::{error::ApiError, extract::ApiJson},
+    auth::{
+        password::{decoy_hash, verify_password},
+        token::{self, TokenKind},
+    },
+    domain::enums::{UserRole, UserStatus},
+    startup::AppState,
+};
+
+/// The authenticated user behind a request, and where the request came from (for audit).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// users.id
+    pub user_id: Uuid,
+    /// The user's role.
+    pub role: UserRole,
+    /// For CLIENT users: the one client they belong to.
+    pub client_id: Option<Uuid>,
+    /// For AGENT users: their agents.id.
+    pub agent_id: Option<Uuid>,
+    /// The session token's api_keys.id (logout revokes it).
+    pub token_id: Uuid,
+    /// Peer address, recorded in audit rows.
+    pub ip: Option<IpAddr>,
+    /// User-Agent header, recorded in audit rows.
+    pub user_agent: Option<String>,
+}
+
+impl Caller {
+    /// ADMIN or SUPERVISOR: the control-room roles that manage operational data.
+    pub fn is_staff(&self) -> bool {
+        matches!(self.role, UserRole::Admin | UserRole::Supervisor)
+    }
+
+    /// 403 unless ADMIN or SUPERVISOR.
+    pub fn require_staff(&self, action: &str) -> Result<(), ApiError> {
+        if self.is_staff() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(action))
+        }
+    }
+
+    /// 403 unless ADMIN.
+    pub fn require_admin(&self, action: &str) -> Result<(), ApiError> {
+        if self.role == UserRole::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(action))
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+        })?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))?;
+    Ok(token.to_owned())
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(req);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let ip = req.peer_addr().map(|a| a.ip());
+        let user_agent = req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(300).collect());
+        Box::pin(async move {
+            let token = token?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            let mut caller = authenticate_session(&state.pool, &token).await?;
+            caller.ip = ip;
+            caller.user_agent = user_agent;
+            Ok(caller)
+        })
+    }
+}
+
+/// Resolves a session token to its user. Revoked or expired tokens, and tokens of users who
+/// are not ACTIVE or are deleted, are refused; so are device tokens (WebSocket only).
+pub async fn authenticate_session(
+    pool: &deadpool_postgres::Pool,
+    token: &str,
+) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::Unauthorized("invalid or expired token".into());
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT k.id, k.kind, u.id, u.role, u.client_id, a.id,
+                    (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds')
+             FROM api_keys k
+             LEFT JOIN users u ON u.id = k.user_id AND u.status = 'ACTIVE' AND u.deleted_at IS NULL
+             LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+               AND (k.expires_at IS NULL OR k.expires_at > now())",
+            &[&token::digest(token)],
+        )
+        .await?
+        .ok_or_else(invalid)?;
+    let kind: String = row.get(1);
+    if kind == TokenKind::Device.label() {
+        return Err(ApiError::Unauthorized(
+            "device tokens authenticate only on the agent WebSocket (/ws/agent)".into(),
+        ));
+    }
+    let user_id: Option<Uuid> = row.get(2);
+    let user_id = user_id.ok_or_else(invalid)?;
+    let token_id: Uuid = row.get(0);
+    if row.get::<_, bool>(6) {
+        // Throttled to once a minute per token: a write per request would be wasteful.
+        client
+            .execute(
+                "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
+                &[&token_id],
+            )
+            .await?;
+    }
+    Ok(Caller {
+        user_id,
+        role: row.get(3),
+        client_id: row.get(4),
+        agent_id: row.get(5),
+        token_id,
+        ip: None,
+        user_agent: None,
+    })
+}
+
+/// `POST /api/v1/auth/login` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Login email (case-insensitive).
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// The user as the login and `/auth/me` present it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionUser {
+    pub id: Uuid,
+    pub email: String,
+    pub role: UserRole,
+    pub status: UserStatus,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub client_id: Option<Uuid>,
+    /// agents.id, for AGENT users.
+    pub agent_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/auth/login` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Bearer token for every other endpoint; shown once.
+    pub token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    pub user: SessionUser,
+}
+
+const WRONG_CREDENTIALS: &str = "invalid email or password";
+
+/// Exchanges email and password for a session token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 401, body = crate::api::error::ErrorBody),
+              (status = 403, description = "account suspended or disabled")))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if body.email.len() > 254 || body.password.len() > 1024 {
+        return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
+    }
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT u.id, u.password_hash, u.status, to_jsonb(u) || jsonb_build_object('agent_id', a.id)
+             FROM users u LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL
+             WHERE lower(u.email) = lower($1) AND u.deleted_at IS NULL",
+            &[&body.email],
+        )
+        .await?;
+    let cost = state.settings.auth.hash_cost();
+    // Verify against a decoy when the email is unknown: same work, same answer.
+    let stored = match &row {
+        Some(r) => r.get::<_, String>(1),
+        None => state.decoy_hash.get_or_init(|| decoy_hash(cost)).clone(),
+    };
+    let password = body.password;
+    let matches = web::block(move || verify_password(&password, &stored)).await?;
+    let failed_user = if matches {
+        None
+    } else {
+        row.as_ref().map(|r| r.get::<_, Uuid>(0))
+    };
+    let Some(row) = row.filter(|_| matches) else {
+        if let Some(id) = failed_user {
+            client
+                .execute(
+                    "UPDATE users SET failed_login_count = failed_login_count + 1 WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+        }
+        return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
+    };
+    let user_id: Uuid = row.get(0);
+    let status: UserStatus = row.get(2);
+    if status != UserStatus::Active {
+        let label = match status {
+            UserStatus::Active => "active",
+            UserStatus::Inactive => "inactive",
+            UserStatus::Suspended => "suspended",
+            UserStatus::Pending => "pending activation",
+        };
+        return Err(ApiError::Forbidden(format!(
+            "this account is {label}; ask an administrator"
+        )));
+    }
+    let user: SessionUser =
+        serde_json::from_value(row.get(3)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let new = token::mint(TokenKind::Session);
+    let ttl = state.settings.auth.session_ttl_s as f64;
+    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let expires_at: DateTime<Utc> = client
+        .query_one(
+            "WITH k AS (
+                 INSERT INTO api_keys (kind, name, key_hash, key_prefix, user_id, expires_at, last_used_ip)
+                 VALUES ('SESSION', 'login', $1, $2, $3, now() + make_interval(secs => $4), $5::text::inet)
+                 RETURNING expires_at)
+             UPDATE users SET last_login_at = now(), failed_login_count = 0 WHERE id = $3
+             RETURNING (SELECT expires_at FROM k)",
+            &[&new.hash, &new.prefix, &user_id, &ttl, &ip],
+        )
+        .await?
+        .get(0);
+    Ok(HttpResponse::Ok().json(LoginResponse {
+        token: new.secret,
+        expires_at,
+        user,
+    }))
+}
+
+/// Revokes the session token used for this request.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = crate::api::error::ErrorBody)))]
+pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    client
+        .execute(
+            "UPDATE api_keys SET revoked_at = now(), revoked_by = $2 WHERE id = $1",
+            &[&caller.token_id, &caller.user_id],
+        )
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The user behind the token.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = SessionUser), (status = 401, body = crate::api::error::ErrorBody)))]
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let client = state.pool.get().await?;
+    let row = client
+        .query_one(
+            "SELECT to_jsonb(u) || jsonb_build_object('agent_id', a.id)
+             FROM users u LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL WHERE u.id = $1",
+            &[&caller.user_id],
+        )
+        .await?;
+    let user: SessionUser =
+        serde_json::from_value(row.get(0)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(user))
+}

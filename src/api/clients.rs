@@ -1,0 +1,403 @@
+//! `/api/v1/clients`: the guard company's customers. Staff manage them; a CLIENT user sees
+//! only its own.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        audit,
+        auth::Caller,
+        error::{ApiError, ErrorBody},
+        extract::{paging, ApiJson},
+        list::{double_option, from_json, Page, SqlBuilder},
+        validate,
+    },
+    domain::enums::{ClientStatus, UserRole},
+    startup::AppState,
+};
+
+/// A client company.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Client {
+    pub id: Uuid,
+    pub company_name: String,
+    pub contact_name: Option<String>,
+    pub contact_email: Option<String>,
+    pub contact_phone: Option<String>,
+    pub address: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub status: ClientStatus,
+    pub contract_start_date: Option<DateTime<Utc>>,
+    pub contract_end_date: Option<DateTime<Utc>>,
+    /// Billed rate per guard-hour.
+    pub hourly_rate: Option<f64>,
+    pub monthly_value: Option<f64>,
+    /// ISO 4217 code.
+    pub currency: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/clients`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    pub company_name: String,
+    pub contact_name: Option<String>,
+    pub contact_email: Option<String>,
+    pub contact_phone: Option<String>,
+    pub address: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub status: Option<ClientStatus>,
+    pub contract_start_date: Option<DateTime<Utc>>,
+    pub contract_end_date: Option<DateTime<Utc>>,
+    pub hourly_rate: Option<f64>,
+    pub monthly_value: Option<f64>,
+    pub currency: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// `PATCH /api/v1/clients/{id}`: only the fields given change; `null` clears.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateClient {
+    pub company_name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub contact_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub contact_email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub contact_phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub city: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub country: Option<Option<String>>,
+    pub status: Option<ClientStatus>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub contract_start_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub contract_end_date: Option<Option<DateTime<Utc>>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub hourly_rate: Option<Option<f64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub monthly_value: Option<Option<f64>>,
+    pub currency: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Filters of `GET /api/v1/clients`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ClientQuery {
+    pub status: Option<ClientStatus>,
+    /// Substring of the company name, case-insensitive.
+    pub q: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn currency(value: &str) -> Result<String, ApiError> {
+    let c = value.trim().to_ascii_uppercase();
+    if c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(c)
+    } else {
+        Err(ApiError::invalid(
+            "currency",
+            "currency must be a 3-letter ISO 4217 code",
+        ))
+    }
+}
+
+fn money(field: &str, v: f64) -> Result<f64, ApiError> {
+    validate::number(field, v, 0.0, 1e9)
+}
+
+/// Creates a client (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/clients", tag = "clients", request_body = CreateClient, security(("bearer" = [])),
+    responses((status = 201, body = Client), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateClient>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("create clients")?;
+    let name = validate::text("company_name", &b.company_name, 200)?;
+    let email = b
+        .contact_email
+        .as_deref()
+        .map(|e| validate::email("contact_email", e))
+        .transpose()?;
+    if let (Some(s), Some(e)) = (b.contract_start_date, b.contract_end_date) {
+        validate::ordered("contract_start_date", s, "contract_end_date", e)?;
+    }
+    let hourly = b.hourly_rate.map(|v| money("hourly_rate", v)).transpose()?;
+    let monthly = b
+        .monthly_value
+        .map(|v| money("monthly_value", v))
+        .transpose()?;
+    let cur = b
+        .currency
+        .as_deref()
+        .map(currency)
+        .transpose()?
+        .unwrap_or_else(|| "XOF".into());
+    let metadata = b
+        .metadata
+        .as_ref()
+        .map(|m| validate::object("metadata", m))
+        .transpose()?
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row: Value = tx
+        .query_one(
+            "INSERT INTO clients AS c (company_name, contact_name, contact_email, contact_phone, address, city, country,
+                 status, contract_start_date, contract_end_date, hourly_rate, monthly_value, currency, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8, $12::float8, $13, $14)
+             RETURNING to_jsonb(c)",
+            &[
+                &name,
+                &validate::opt_text("contact_name", b.contact_name.as_deref(), 200)?,
+                &email,
+                &validate::opt_text("contact_phone", b.contact_phone.as_deref(), 50)?,
+                &validate::opt_text("address", b.address.as_deref(), 500)?,
+                &validate::opt_text("city", b.city.as_deref(), 100)?,
+                &validate::opt_text("country", b.country.as_deref(), 100)?,
+                &b.status.unwrap_or(ClientStatus::Active),
+                &b.contract_start_date,
+                &b.contract_end_date,
+                &hourly,
+                &monthly,
+                &cur,
+                &metadata,
+            ],
+        )
+        .await?
+        .get(0);
+    let out: Client = from_json(row.clone())?;
+    audit::record(
+        &tx,
+        &caller,
+        "client.create",
+        "client",
+        out.id,
+        None,
+        Some(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(out))
+}
+
+/// Where the caller may look: staff everywhere, a CLIENT user at its own client only.
+fn scope(caller: &Caller, q: &mut SqlBuilder) -> Result<(), ApiError> {
+    match caller.role {
+        UserRole::Admin | UserRole::Supervisor => Ok(()),
+        UserRole::Client => {
+            q.push("c.id = {}", caller.client_id.unwrap_or_default());
+            Ok(())
+        }
+        UserRole::Agent => Err(ApiError::forbidden("read clients")),
+    }
+}
+
+/// Lists clients (staff: all; CLIENT: its own).
+#[utoipa::path(get, path = "/api/v1/clients", tag = "clients", params(ClientQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<Client>), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<ClientQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("c.deleted_at IS NULL");
+    if let Some(s) = q.status {
+        w.push("c.status = {}", s);
+    }
+    if let Some(text) = &q.q {
+        w.push("c.company_name ILIKE '%' || {} || '%'", text.clone());
+    }
+    let lp = w.param(limit);
+    let op = w.param(offset);
+    let sql = format!(
+        "SELECT to_jsonb(c), count(*) OVER () FROM clients c WHERE {} ORDER BY c.company_name, c.id LIMIT {lp} OFFSET {op}",
+        w.where_clause()
+    );
+    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
+    Ok(HttpResponse::Ok().json(Page::<Client>::from_rows(&rows, limit, offset)?))
+}
+
+/// One client (404 when it is not the caller's to see).
+#[utoipa::path(get, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
+    responses((status = 200, body = Client), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("c.deleted_at IS NULL");
+    w.push("c.id = {}", id);
+    let sql = format!(
+        "SELECT to_jsonb(c) FROM clients c WHERE {}",
+        w.where_clause()
+    );
+    let row = state.pool.get().await?.query_opt(&sql, &w.refs()).await?;
+    let row = row.ok_or_else(|| ApiError::not_found_id("client", id))?;
+    Ok(HttpResponse::Ok().json(from_json::<Client>(row.get(0))?))
+}
+
+/// Changes a client (ADMIN, SUPERVISOR).
+#[utoipa::path(patch, path = "/api/v1/clients/{id}", tag = "clients", request_body = UpdateClient, security(("bearer" = [])),
+    responses((status = 200, body = Client), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<UpdateClient>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("change clients")?;
+    let id = id.into_inner();
+    let mut set = SqlBuilder::default();
+    if let Some(v) = &b.company_name {
+        set.push("company_name = {}", validate::text("company_name", v, 200)?);
+    }
+    for (field, value, max) in [
+        ("contact_name", &b.contact_name, 200),
+        ("contact_phone", &b.contact_phone, 50),
+        ("address", &b.address, 500),
+        ("city", &b.city, 100),
+        ("country", &b.country, 100),
+    ] {
+        if let Some(v) = value {
+            set.push(
+                &format!("{field} = {{}}"),
+                validate::opt_text(field, v.as_deref(), max)?,
+            );
+        }
+    }
+    if let Some(v) = &b.contact_email {
+        set.push(
+            "contact_email = {}",
+            v.as_deref()
+                .map(|e| validate::email("contact_email", e))
+                .transpose()?,
+        );
+    }
+    if let Some(v) = b.status {
+        set.push("status = {}", v);
+    }
+    if let Some(v) = b.contract_start_date {
+        set.push("contract_start_date = {}", v);
+    }
+    if let Some(v) = b.contract_end_date {
+        set.push("contract_end_date = {}", v);
+    }
+    if let Some(v) = b.hourly_rate {
+        set.push(
+            "hourly_rate = {}::float8",
+            v.map(|v| money("hourly_rate", v)).transpose()?,
+        );
+    }
+    if let Some(v) = b.monthly_value {
+        set.push(
+            "monthly_value = {}::float8",
+            v.map(|v| money("monthly_value", v)).transpose()?,
+        );
+    }
+    if let Some(v) = &b.currency {
+        set.push("currency = {}", currency(v)?);
+    }
+    if let Some(v) = &b.metadata {
+        set.push("metadata = {}", validate::object("metadata", v)?);
+    }
+    if set.parts.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "empty_update",
+            message: "no field to change".into(),
+            field: None,
+        });
+    }
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let before: Value = tx
+        .query_opt(
+            "SELECT to_jsonb(c) FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("client", id))?
+        .get(0);
+    let idp = set.param(id);
+    let sql = format!(
+        "UPDATE clients AS c SET {} WHERE id = {idp} RETURNING to_jsonb(c)",
+        set.set_clause()
+    );
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    let out: Client = from_json(after.clone())?;
+    if let (Some(s), Some(e)) = (out.contract_start_date, out.contract_end_date) {
+        validate::ordered("contract_start_date", s, "contract_end_date", e)?;
+    }
+    audit::record(
+        &tx,
+        &caller,
+        "client.update",
+        "client",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(out))
+}
+
+/// Soft-deletes a client (ADMIN, SUPERVISOR). Its sites, shifts and history stay on record.
+#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("delete clients")?;
+    let id = id.into_inner();
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "WITH old AS (SELECT to_jsonb(c) AS j FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
+             UPDATE clients AS c SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 AND deleted_at IS NULL
+             RETURNING (SELECT j FROM old), to_jsonb(c)",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("client", id))?;
+    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    audit::record(
+        &tx,
+        &caller,
+        "client.delete",
+        "client",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}

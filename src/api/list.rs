@@ -1,0 +1,103 @@
+//! Paged lists, and a small builder for the dynamic SQL of filters and partial updates.
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio_postgres::{types::ToSql, Row};
+use utoipa::ToSchema;
+
+use crate::api::error::ApiError;
+
+/// A page of results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// This page's items.
+    pub items: Vec<T>,
+    /// Items matching the filters, all pages together.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl<T: DeserializeOwned> Page<T> {
+    /// From rows of (item as jsonb, `count(*) OVER ()`).
+    pub fn from_rows(rows: &[Row], limit: i64, offset: i64) -> Result<Self, ApiError> {
+        let total = rows.first().map_or(0, |r| r.get::<_, i64>(1));
+        let items = rows
+            .iter()
+            .map(|r| from_json(r.get(0)))
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            total,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// Reads a typed value out of a row's JSON (the row as `to_jsonb`).
+pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::Internal(format!("row does not match its type: {e}")))
+}
+
+/// Parameters of a query built at run time.
+pub type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// SQL text plus its numbered parameters.
+#[derive(Default)]
+pub struct SqlBuilder {
+    /// Conditions (WHERE) or assignments (SET), joined when rendered.
+    pub parts: Vec<String>,
+    /// Parameter values, `$1` first.
+    pub params: Params,
+}
+
+impl SqlBuilder {
+    /// Adds a parameter and returns its placeholder (`$n`).
+    pub fn param(&mut self, value: impl ToSql + Sync + Send + 'static) -> String {
+        self.params.push(Box::new(value));
+        format!("${}", self.params.len())
+    }
+
+    /// Adds `template` with `{}` replaced by the placeholder of `value`.
+    pub fn push(&mut self, template: &str, value: impl ToSql + Sync + Send + 'static) {
+        let p = self.param(value);
+        self.parts.push(template.replace("{}", &p));
+    }
+
+    /// Adds a fixed clause.
+    pub fn raw(&mut self, clause: &str) {
+        self.parts.push(clause.to_owned());
+    }
+
+    /// Conditions joined with AND (`true` when none).
+    pub fn where_clause(&self) -> String {
+        if self.parts.is_empty() {
+            "true".into()
+        } else {
+            self.parts.join(" AND ")
+        }
+    }
+
+    /// Assignments joined with commas.
+    pub fn set_clause(&self) -> String {
+        self.parts.join(", ")
+    }
+
+    /// Parameters as the driver wants them.
+    pub fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// A PATCH field that can be absent (leave alone), null (clear) or a value.
+pub fn double_option<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde::Deserialize::deserialize(de).map(Some)
+}

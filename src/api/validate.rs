@@ -1,0 +1,126 @@
+//! Field checks shared by the resources; each failure is a 422 naming the field.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::error::ApiError;
+
+/// Trimmed, non-empty text of at most `max` characters.
+pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let t = value.trim();
+    if t.is_empty() {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not be empty"),
+        ));
+    }
+    if t.chars().count() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must have at most {max} characters"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+/// Optional text: absent stays absent; present must pass `text`.
+pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
+    value.map(|v| text(field, v, max)).transpose()
+}
+
+/// A plausible email address, lower-cased.
+pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
+    let e = text(field, value, 254)?.to_lowercase();
+    let ok = e.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    }) && !e.chars().any(char::is_whitespace)
+        && e.matches('@').count() == 1;
+    if ok {
+        Ok(e)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} is not an email address"),
+        ))
+    }
+}
+
+/// A finite number within `[min, max]`.
+pub fn number(field: &str, value: f64, min: f64, max: f64) -> Result<f64, ApiError> {
+    if value.is_finite() && value >= min && value <= max {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} must be between {min} and {max}"),
+        ))
+    }
+}
+
+/// Latitude and longitude, both or neither.
+pub fn lat_lon(
+    lat: Option<f64>,
+    lon: Option<f64>,
+    prefix: &str,
+) -> Result<Option<(f64, f64)>, ApiError> {
+    match (lat, lon) {
+        (None, None) => Ok(None),
+        (Some(lat), Some(lon)) => Ok(Some((
+            number(&format!("{prefix}lat"), lat, -90.0, 90.0)?,
+            number(&format!("{prefix}lon"), lon, -180.0, 180.0)?,
+        ))),
+        _ => Err(ApiError::invalid(
+            &format!("{prefix}lat"),
+            format!("give both {prefix}lat and {prefix}lon, or neither"),
+        )),
+    }
+}
+
+/// `end` strictly after `start`.
+pub fn ordered(
+    start_field: &str,
+    start: DateTime<Utc>,
+    end_field: &str,
+    end: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if end > start {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            end_field,
+            format!("{end_field} must be after {start_field}"),
+        ))
+    }
+}
+
+/// A list of short labels (skills, certification names): trimmed, non-empty, deduplicated.
+pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, ApiError> {
+    if values.len() > 100 {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} has more than 100 entries"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for v in values {
+        let t = text(field, v, 100)?;
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// A JSON object (metadata).
+pub fn object(field: &str, value: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    if value.is_object() && value.to_string().len() <= 16 * 1024 {
+        Ok(value.clone())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{field} must be a JSON object of at most 16 KiB"),
+        ))
+    }
+}
