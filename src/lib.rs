@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod domain;
+pub mod geofence;
 pub mod observability;
 pub mod startup;
 pub mod storage;

@@ -19,9 +19,21 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// argon2 hash verified against when a login names an unknown email (equal timing).
     pub decoy_hash: std::sync::OnceLock<String>,
+    /// Every active site's geofence, for lock-free lookups on the event path.
+    pub geofences: Arc<crate::geofence::GeofenceIndex>,
     /// Announces revoked device tokens (api_keys.id) so that live connections using them
     /// are closed at once.
     pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
+}
+
+impl AppState {
+    /// Publishes a site's new (or removed) geofence to the running daemon. Called after the
+    /// change is committed; a failure is logged and leaves the previous fence in place.
+    pub async fn geofences_changed(&self, site_id: uuid::Uuid) {
+        if let Err(e) = self.geofences.reload_site(&self.pool, site_id).await {
+            tracing::error!(%site_id, error = %e, "geofence index not updated");
+        }
+    }
 }
 
 /// Errors of building the application.
@@ -56,12 +68,20 @@ impl Application {
             .port();
 
         let settings = Arc::new(settings);
+        let geofences = Arc::new(crate::geofence::GeofenceIndex::default());
+        match geofences.load_all(&pool).await {
+            Ok(n) => tracing::info!(sites = n, "geofence index loaded"),
+            // The database may still be coming up (readyz says so); sites are re-read as
+            // they change, and a reload can be triggered later.
+            Err(e) => tracing::warn!(error = %e, "geofence index not loaded at start-up"),
+        }
         let state = web::Data::new(AppState {
             pool,
             metrics: observability::prometheus(),
             settings: settings.clone(),
             decoy_hash: std::sync::OnceLock::new(),
             device_revocations: tokio::sync::broadcast::channel(1024).0,
+            geofences: geofences.clone(),
         });
         let json_limit = settings.server.json_body_limit_bytes;
         let mut server = HttpServer::new(move || {

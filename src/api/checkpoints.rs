@@ -1,0 +1,352 @@
+//! Patrol checkpoints of a site: printed QR codes (the server picks an unguessable code) and
+//! NFC tags (identified by their UID). Both live in `qr_codes`, told apart by
+//! `checkpoint_type`. Staff only: codes are what prove presence, so nobody else reads them.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        audit,
+        auth::Caller,
+        error::{ApiError, ErrorBody},
+        extract::ApiJson,
+        list::from_json,
+        validate,
+    },
+    auth::token,
+    domain::enums::CheckpointType,
+    startup::AppState,
+};
+
+/// A checkpoint. QR codes carry `code`, NFC tags `tag_uid`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Checkpoint {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub checkpoint_type: CheckpointType,
+    /// The QR payload to print (QR codes only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub code: Option<String>,
+    /// The tag's UID, upper-case hex (NFC tags only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tag_uid: Option<String>,
+    pub name: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// How far from (lat, lon) a scan may be, in metres; NULL: the daemon's default.
+    pub max_distance_m: Option<f64>,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/sites/{site_id}/qr-codes`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQrCode {
+    pub name: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub max_distance_m: Option<f64>,
+}
+
+/// `POST /api/v1/sites/{site_id}/nfc-tags`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNfcTag {
+    /// The tag's UID in hex (4, 7 or 10 bytes), e.g. `04A224B2C93A80`.
+    pub tag_uid: String,
+    pub name: String,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub max_distance_m: Option<f64>,
+}
+
+/// `?include_inactive=true` also lists deactivated checkpoints.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    pub include_inactive: Option<bool>,
+}
+
+/// Upper-case hex UID of 4, 7 or 10 bytes (separators ':' and ' ' allowed on input).
+pub fn normalize_tag_uid(raw: &str) -> Option<String> {
+    let hex: String = raw
+        .chars()
+        .filter(|c| *c != ':' && *c != ' ' && *c != '-')
+        .collect::<String>()
+        .to_ascii_uppercase();
+    let ok = matches!(hex.len(), 8 | 14 | 20) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then_some(hex)
+}
+
+fn to_checkpoint(row: Value) -> Result<Checkpoint, ApiError> {
+    let mut cp: Checkpoint = from_json(row.clone())?;
+    let code = row.get("code").and_then(Value::as_str).map(str::to_owned);
+    match cp.checkpoint_type {
+        CheckpointType::QrCode => cp.code = code,
+        CheckpointType::NfcTag => {
+            cp.code = None;
+            cp.tag_uid = code;
+        }
+    }
+    Ok(cp)
+}
+
+struct NewCheckpoint {
+    kind: CheckpointType,
+    code: String,
+    name: String,
+    location: Option<(f64, f64)>,
+    max_distance_m: Option<f64>,
+}
+
+async fn insert(
+    state: &AppState,
+    caller: &Caller,
+    site_id: Uuid,
+    c: NewCheckpoint,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("create checkpoints")?;
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM sites WHERE id = $1 AND deleted_at IS NULL",
+            &[&site_id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found_id("site", site_id));
+    }
+    let row: Value = tx
+        .query_one(
+            "INSERT INTO qr_codes AS q (site_id, checkpoint_type, code, name, lat, lon, max_distance_m, created_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::float8, $8) RETURNING to_jsonb(q)",
+            &[
+                &site_id,
+                &c.kind,
+                &c.code,
+                &c.name,
+                &c.location.map(|l| l.0),
+                &c.location.map(|l| l.1),
+                &c.max_distance_m,
+                &caller.user_id,
+            ],
+        )
+        .await?
+        .get(0);
+    let cp = to_checkpoint(row.clone())?;
+    let action = match c.kind {
+        CheckpointType::QrCode => "qr_code.create",
+        CheckpointType::NfcTag => "nfc_tag.create",
+    };
+    audit::record(&tx, caller, action, "qr_code", cp.id, None, Some(&row)).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(cp))
+}
+
+fn distance(v: Option<f64>) -> Result<Option<f64>, ApiError> {
+    v.map(|d| validate::number("max_distance_m", d, 1.0, 5000.0))
+        .transpose()
+}
+
+/// Creates a QR checkpoint with a fresh unguessable code (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", request_body = CreateQrCode,
+    security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_qr(
+    state: web::Data<AppState>,
+    caller: Caller,
+    site_id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<CreateQrCode>,
+) -> Result<HttpResponse, ApiError> {
+    let c = NewCheckpoint {
+        kind: CheckpointType::QrCode,
+        code: token::checkpoint_code(),
+        name: validate::text("name", &b.name, 200)?,
+        location: validate::lat_lon(b.lat, b.lon, "")?,
+        max_distance_m: distance(b.max_distance_m)?,
+    };
+    insert(&state, &caller, site_id.into_inner(), c).await
+}
+
+/// Registers an NFC tag as a checkpoint (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", request_body = CreateNfcTag,
+    security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_nfc(
+    state: web::Data<AppState>,
+    caller: Caller,
+    site_id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<CreateNfcTag>,
+) -> Result<HttpResponse, ApiError> {
+    let uid = normalize_tag_uid(&b.tag_uid).ok_or_else(|| {
+        ApiError::invalid(
+            "tag_uid",
+            "tag_uid must be the tag's UID in hex: 4, 7 or 10 bytes",
+        )
+    })?;
+    let c = NewCheckpoint {
+        kind: CheckpointType::NfcTag,
+        code: uid,
+        name: validate::text("name", &b.name, 200)?,
+        location: validate::lat_lon(b.lat, b.lon, "")?,
+        max_distance_m: distance(b.max_distance_m)?,
+    };
+    insert(&state, &caller, site_id.into_inner(), c).await
+}
+
+async fn list(
+    state: &AppState,
+    caller: &Caller,
+    site_id: Uuid,
+    kind: CheckpointType,
+    q: &CheckpointQuery,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("list checkpoints")?;
+    let db = state.pool.get().await?;
+    if db
+        .query_opt(
+            "SELECT 1 FROM sites WHERE id = $1 AND deleted_at IS NULL",
+            &[&site_id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found_id("site", site_id));
+    }
+    let all = q.include_inactive.unwrap_or(false);
+    let rows = db
+        .query(
+            "SELECT to_jsonb(q) FROM qr_codes q WHERE site_id = $1 AND checkpoint_type = $2 AND ($3 OR is_active)
+             ORDER BY name, id",
+            &[&site_id, &kind, &all],
+        )
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| to_checkpoint(r.get(0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// A site's QR checkpoints (ADMIN, SUPERVISOR).
+#[utoipa::path(get, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
+pub async fn list_qr(
+    state: web::Data<AppState>,
+    caller: Caller,
+    site_id: web::Path<Uuid>,
+    q: web::Query<CheckpointQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list(
+        &state,
+        &caller,
+        site_id.into_inner(),
+        CheckpointType::QrCode,
+        &q,
+    )
+    .await
+}
+
+/// A site's NFC checkpoints (ADMIN, SUPERVISOR).
+#[utoipa::path(get, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
+pub async fn list_nfc(
+    state: web::Data<AppState>,
+    caller: Caller,
+    site_id: web::Path<Uuid>,
+    q: web::Query<CheckpointQuery>,
+) -> Result<HttpResponse, ApiError> {
+    list(
+        &state,
+        &caller,
+        site_id.into_inner(),
+        CheckpointType::NfcTag,
+        &q,
+    )
+    .await
+}
+
+async fn deactivate(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    kind: CheckpointType,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("deactivate checkpoints")?;
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "WITH old AS (SELECT to_jsonb(q) AS j FROM qr_codes q WHERE id = $1 AND checkpoint_type = $2 AND is_active FOR UPDATE)
+             UPDATE qr_codes AS q SET is_active = false, deleted_at = now() WHERE id = $1 AND checkpoint_type = $2 AND is_active
+             RETURNING (SELECT j FROM old), to_jsonb(q)",
+            &[&id, &kind],
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no active checkpoint with id {id}")))?;
+    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    let action = match kind {
+        CheckpointType::QrCode => "qr_code.deactivate",
+        CheckpointType::NfcTag => "nfc_tag.deactivate",
+    };
+    audit::record(
+        &tx,
+        caller,
+        action,
+        "qr_code",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Deactivates a QR checkpoint: scans of it stop validating (ADMIN, SUPERVISOR).
+#[utoipa::path(delete, path = "/api/v1/qr-codes/{id}", tag = "checkpoints", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn deactivate_qr(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    deactivate(&state, &caller, id.into_inner(), CheckpointType::QrCode).await
+}
+
+/// Deactivates an NFC checkpoint (ADMIN, SUPERVISOR).
+#[utoipa::path(delete, path = "/api/v1/nfc-tags/{id}", tag = "checkpoints", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn deactivate_nfc(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    deactivate(&state, &caller, id.into_inner(), CheckpointType::NfcTag).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_tag_uid;
+
+    #[test]
+    fn tag_uids_are_normalised_hex() {
+        assert_eq!(
+            normalize_tag_uid("04:a2:24:b2:c9:3a:80").as_deref(),
+            Some("04A224B2C93A80")
+        );
+        assert_eq!(normalize_tag_uid("DEADBEEF").as_deref(), Some("DEADBEEF"));
+        assert!(normalize_tag_uid("XYZ").is_none());
+        assert!(
+            normalize_tag_uid("0102030405").is_none(),
+            "5 bytes is no NFC UID length"
+        );
+    }
+}

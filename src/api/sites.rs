@@ -1,0 +1,430 @@
+//! `/api/v1/sites`: guarded places and their geofences. Staff manage them; a CLIENT user
+//! reads its own client's sites.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        audit,
+        auth::Caller,
+        error::{ApiError, ErrorBody},
+        extract::{paging, ApiJson},
+        list::{double_option, from_json, Page, SqlBuilder},
+        validate,
+    },
+    domain::{
+        enums::{SiteStatus, SiteType, UserRole},
+        geofence::GeofenceSpec,
+    },
+    startup::AppState,
+};
+
+/// A site.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Site {
+    pub id: Uuid,
+    pub client_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub address: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub site_type: SiteType,
+    pub status: SiteStatus,
+    /// IANA time zone, e.g. `Africa/Lome`.
+    pub timezone: String,
+    /// Exactly as sent: `{"type":"Polygon","coordinates":[[[lon,lat],...]]}` or
+    /// `{"type":"Circle","center":[lon,lat],"radius_m":R}`.
+    #[schema(value_type = Object)]
+    pub geofence: Value,
+    /// Moves on every geofence change.
+    pub geofence_version: i32,
+    pub access_instructions: Option<String>,
+    pub required_agents: i32,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/sites`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSite {
+    pub client_id: Uuid,
+    pub name: String,
+    pub address: Option<String>,
+    pub site_type: Option<SiteType>,
+    /// IANA time zone (default UTC).
+    pub timezone: Option<String>,
+    /// GeoJSON Polygon (closed ring, >= 4 positions, no self-intersection) or Circle
+    /// (0 < radius_m <= 50000).
+    #[schema(value_type = Object)]
+    pub geofence: Value,
+    pub description: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub status: Option<SiteStatus>,
+    pub access_instructions: Option<String>,
+    pub required_agents: Option<i32>,
+    pub metadata: Option<Value>,
+}
+
+/// `PATCH /api/v1/sites/{id}`
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSite {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub address: Option<Option<String>>,
+    pub site_type: Option<SiteType>,
+    pub timezone: Option<String>,
+    /// A new geofence; takes effect in the running daemon at once.
+    #[schema(value_type = Option<Object>)]
+    pub geofence: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub city: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub country: Option<Option<String>>,
+    pub status: Option<SiteStatus>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub access_instructions: Option<Option<String>>,
+    pub required_agents: Option<i32>,
+    pub metadata: Option<Value>,
+}
+
+/// Filters of `GET /api/v1/sites`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SiteQuery {
+    pub client_id: Option<Uuid>,
+    pub status: Option<SiteStatus>,
+    pub site_type: Option<SiteType>,
+    /// Substring of the name, case-insensitive.
+    pub q: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn parse_geofence(value: &Value) -> Result<GeofenceSpec, ApiError> {
+    GeofenceSpec::parse(value).map_err(|e| ApiError::Unprocessable {
+        code: "invalid_geofence",
+        message: e.to_string(),
+        field: Some("geofence".into()),
+    })
+}
+
+async fn check_timezone(
+    db: &tokio_postgres::Transaction<'_>,
+    tz: &str,
+) -> Result<String, ApiError> {
+    let tz = validate::text("timezone", tz, 64)?;
+    let known = db
+        .query_opt("SELECT 1 FROM pg_timezone_names WHERE name = $1", &[&tz])
+        .await?;
+    if known.is_some() {
+        Ok(tz)
+    } else {
+        Err(ApiError::invalid(
+            "timezone",
+            format!("unknown time zone {tz:?} (use an IANA name such as Africa/Lome)"),
+        ))
+    }
+}
+
+fn required_agents(v: i32) -> Result<i32, ApiError> {
+    if (0..=1000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            "required_agents",
+            "required_agents must be between 0 and 1000",
+        ))
+    }
+}
+
+/// Creates a site (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = CreateSite, security(("bearer" = [])),
+    responses((status = 201, body = Site), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateSite>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("create sites")?;
+    let name = validate::text("name", &b.name, 200)?;
+    let fence = parse_geofence(&b.geofence)?;
+    let circle = fence.circle();
+    let metadata = b
+        .metadata
+        .as_ref()
+        .map(|m| validate::object("metadata", m))
+        .transpose()?
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let live = tx
+        .query_opt(
+            "SELECT 1 FROM clients WHERE id = $1 AND deleted_at IS NULL",
+            &[&b.client_id],
+        )
+        .await?;
+    if live.is_none() {
+        return Err(ApiError::invalid(
+            "client_id",
+            format!("no client with id {}", b.client_id),
+        ));
+    }
+    let tz = check_timezone(&tx, b.timezone.as_deref().unwrap_or("UTC")).await?;
+    let row: Value = tx
+        .query_one(
+            "INSERT INTO sites AS s (client_id, name, address, site_type, timezone, geofence, geofence_shape,
+                 center_lat, center_lon, radius_m, description, city, country, status, access_instructions,
+                 required_agents, metadata)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::\"GeofenceShape\", $8, $9, $10::float8, $11, $12, $13, $14, $15, $16, $17)
+             RETURNING to_jsonb(s)",
+            &[
+                &b.client_id,
+                &name,
+                &validate::opt_text("address", b.address.as_deref(), 500)?,
+                &b.site_type.unwrap_or(SiteType::Commercial),
+                &tz,
+                &fence.raw,
+                &fence.shape_label(),
+                &circle.map(|c| c.0),
+                &circle.map(|c| c.1),
+                &circle.map(|c| c.2),
+                &validate::opt_text("description", b.description.as_deref(), 2000)?,
+                &validate::opt_text("city", b.city.as_deref(), 100)?,
+                &validate::opt_text("country", b.country.as_deref(), 100)?,
+                &b.status.unwrap_or(SiteStatus::Active),
+                &validate::opt_text("access_instructions", b.access_instructions.as_deref(), 2000)?,
+                &required_agents(b.required_agents.unwrap_or(1))?,
+                &metadata,
+            ],
+        )
+        .await?
+        .get(0);
+    let site: Site = from_json(row.clone())?;
+    audit::record(
+        &tx,
+        &caller,
+        "site.create",
+        "site",
+        site.id,
+        None,
+        Some(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    state.geofences_changed(site.id).await;
+    Ok(HttpResponse::Created().json(site))
+}
+
+/// Staff see every site; a CLIENT user its client's; agents none.
+fn scope(caller: &Caller, w: &mut SqlBuilder) -> Result<(), ApiError> {
+    match caller.role {
+        UserRole::Admin | UserRole::Supervisor => Ok(()),
+        UserRole::Client => {
+            w.push("s.client_id = {}", caller.client_id.unwrap_or_default());
+            Ok(())
+        }
+        UserRole::Agent => Err(ApiError::forbidden("read sites")),
+    }
+}
+
+/// Lists sites.
+#[utoipa::path(get, path = "/api/v1/sites", tag = "sites", params(SiteQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<Site>), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<SiteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("s.deleted_at IS NULL");
+    if let Some(v) = q.client_id {
+        w.push("s.client_id = {}", v);
+    }
+    if let Some(v) = q.status {
+        w.push("s.status = {}", v);
+    }
+    if let Some(v) = q.site_type {
+        w.push("s.site_type = {}", v);
+    }
+    if let Some(v) = &q.q {
+        w.push("s.name ILIKE '%' || {} || '%'", v.clone());
+    }
+    let lp = w.param(limit);
+    let op = w.param(offset);
+    let sql = format!(
+        "SELECT to_jsonb(s), count(*) OVER () FROM sites s WHERE {} ORDER BY s.name, s.id LIMIT {lp} OFFSET {op}",
+        w.where_clause()
+    );
+    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
+    Ok(HttpResponse::Ok().json(Page::<Site>::from_rows(&rows, limit, offset)?))
+}
+
+/// One site (404 when not the caller's to see).
+#[utoipa::path(get, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
+    responses((status = 200, body = Site), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("s.deleted_at IS NULL");
+    w.push("s.id = {}", id);
+    let sql = format!("SELECT to_jsonb(s) FROM sites s WHERE {}", w.where_clause());
+    let row = state
+        .pool
+        .get()
+        .await?
+        .query_opt(&sql, &w.refs())
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("site", id))?;
+    Ok(HttpResponse::Ok().json(from_json::<Site>(row.get(0))?))
+}
+
+/// Changes a site (ADMIN, SUPERVISOR). A new geofence applies to the running daemon at once.
+#[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "sites", request_body = UpdateSite, security(("bearer" = [])),
+    responses((status = 200, body = Site), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<UpdateSite>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("change sites")?;
+    let id = id.into_inner();
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let mut set = SqlBuilder::default();
+    if let Some(v) = &b.name {
+        set.push("name = {}", validate::text("name", v, 200)?);
+    }
+    for (field, value, max) in [
+        ("address", &b.address, 500),
+        ("description", &b.description, 2000),
+        ("city", &b.city, 100),
+        ("country", &b.country, 100),
+        ("access_instructions", &b.access_instructions, 2000),
+    ] {
+        if let Some(v) = value {
+            set.push(
+                &format!("{field} = {{}}"),
+                validate::opt_text(field, v.as_deref(), max)?,
+            );
+        }
+    }
+    if let Some(v) = b.site_type {
+        set.push("site_type = {}", v);
+    }
+    if let Some(v) = b.status {
+        set.push("status = {}", v);
+    }
+    if let Some(v) = &b.timezone {
+        set.push("timezone = {}", check_timezone(&tx, v).await?);
+    }
+    if let Some(v) = b.required_agents {
+        set.push("required_agents = {}", required_agents(v)?);
+    }
+    if let Some(v) = &b.metadata {
+        set.push("metadata = {}", validate::object("metadata", v)?);
+    }
+    if let Some(raw) = &b.geofence {
+        let fence = parse_geofence(raw)?;
+        let circle = fence.circle();
+        set.push("geofence = {}", fence.raw.clone());
+        set.push(
+            "geofence_shape = {}::text::\"GeofenceShape\"",
+            fence.shape_label(),
+        );
+        set.push("center_lat = {}", circle.map(|c| c.0));
+        set.push("center_lon = {}", circle.map(|c| c.1));
+        set.push("radius_m = {}::float8", circle.map(|c| c.2));
+        set.raw("geofence_version = geofence_version + 1");
+    }
+    if set.parts.is_empty() {
+        return Err(ApiError::BadRequest {
+            code: "empty_update",
+            message: "no field to change".into(),
+            field: None,
+        });
+    }
+    let before: Value = tx
+        .query_opt(
+            "SELECT to_jsonb(s) FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("site", id))?
+        .get(0);
+    let idp = set.param(id);
+    let sql = format!(
+        "UPDATE sites AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s)",
+        set.set_clause()
+    );
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    audit::record(
+        &tx,
+        &caller,
+        "site.update",
+        "site",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    state.geofences_changed(id).await;
+    Ok(HttpResponse::Ok().json(from_json::<Site>(after)?))
+}
+
+/// Soft-deletes a site (ADMIN, SUPERVISOR); its fence leaves the running daemon at once.
+#[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("delete sites")?;
+    let id = id.into_inner();
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "WITH old AS (SELECT to_jsonb(s) AS j FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
+             UPDATE sites AS s SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 AND deleted_at IS NULL
+             RETURNING (SELECT j FROM old), to_jsonb(s)",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("site", id))?;
+    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    audit::record(
+        &tx,
+        &caller,
+        "site.delete",
+        "site",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    state.geofences_changed(id).await;
+    Ok(HttpResponse::NoContent().finish())
+}

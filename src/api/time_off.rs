@@ -1,0 +1,366 @@
+//! `/api/v1/time-off-requests`: an agent files one; a SUPERVISOR or ADMIN approves or
+//! rejects it. Approved time off excludes the agent from assignment.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    api::{
+        audit,
+        auth::Caller,
+        error::{ApiError, ErrorBody},
+        extract::{paging, ApiJson},
+        list::{from_json, Page, SqlBuilder},
+        validate,
+    },
+    domain::enums::{TimeOffStatus, TimeOffType, UserRole},
+    startup::AppState,
+};
+
+/// A time-off request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TimeOffRequest {
+    pub id: Uuid,
+    pub agent_id: Uuid,
+    pub time_off_type: TimeOffType,
+    pub status: TimeOffStatus,
+    pub start_date: DateTime<Utc>,
+    pub end_date: DateTime<Utc>,
+    pub reason: Option<String>,
+    pub reviewed_by: Option<Uuid>,
+    pub reviewed_at: Option<DateTime<Utc>>,
+    pub review_notes: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/time-off-requests`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTimeOff {
+    /// Required for staff filing on an agent's behalf; an agent files for itself.
+    pub agent_id: Option<Uuid>,
+    pub time_off_type: TimeOffType,
+    pub start_date: DateTime<Utc>,
+    pub end_date: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+/// Body of approve / reject.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewTimeOff {
+    pub notes: Option<String>,
+}
+
+/// Filters of `GET /api/v1/time-off-requests`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TimeOffQuery {
+    pub agent_id: Option<Uuid>,
+    pub status: Option<TimeOffStatus>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn scope(caller: &Caller, w: &mut SqlBuilder) -> Result<(), ApiError> {
+    match caller.role {
+        UserRole::Admin | UserRole::Supervisor => Ok(()),
+        UserRole::Agent => {
+            w.push("t.agent_id = {}", caller.agent_id.unwrap_or_default());
+            Ok(())
+        }
+        UserRole::Client => Err(ApiError::forbidden("read time-off requests")),
+    }
+}
+
+/// Files a time-off request (the agent itself, or staff for an agent).
+#[utoipa::path(post, path = "/api/v1/time-off-requests", tag = "time off", request_body = CreateTimeOff, security(("bearer" = [])),
+    responses((status = 201, body = TimeOffRequest), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    ApiJson(b): ApiJson<CreateTimeOff>,
+) -> Result<HttpResponse, ApiError> {
+    let agent_id = match caller.role {
+        UserRole::Agent => {
+            let own = caller
+                .agent_id
+                .ok_or_else(|| ApiError::forbidden("file time off without an agent record"))?;
+            if b.agent_id.is_some_and(|a| a != own) {
+                return Err(ApiError::forbidden("file time off for another agent"));
+            }
+            own
+        }
+        UserRole::Admin | UserRole::Supervisor => b
+            .agent_id
+            .ok_or_else(|| ApiError::invalid("agent_id", "name the agent the request is for"))?,
+        UserRole::Client => return Err(ApiError::forbidden("file time off")),
+    };
+    validate::ordered("start_date", b.start_date, "end_date", b.end_date)?;
+    if b.end_date - b.start_date > chrono::Duration::days(366) {
+        return Err(ApiError::invalid(
+            "end_date",
+            "a request covers at most one year",
+        ));
+    }
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    if tx
+        .query_opt(
+            "SELECT 1 FROM agents WHERE id = $1 AND deleted_at IS NULL",
+            &[&agent_id],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::invalid(
+            "agent_id",
+            format!("no agent with id {agent_id}"),
+        ));
+    }
+    let row: Value = tx
+        .query_one(
+            "INSERT INTO time_off_requests AS t (agent_id, time_off_type, start_date, end_date, reason)
+             VALUES ($1, $2, $3, $4, $5) RETURNING to_jsonb(t)",
+            &[&agent_id, &b.time_off_type, &b.start_date, &b.end_date, &validate::opt_text("reason", b.reason.as_deref(), 2000)?],
+        )
+        .await?
+        .get(0);
+    let out: TimeOffRequest = from_json(row.clone())?;
+    audit::record(
+        &tx,
+        &caller,
+        "time_off.create",
+        "time_off_request",
+        out.id,
+        None,
+        Some(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(out))
+}
+
+/// Lists requests (staff: all; agent: its own), newest first.
+#[utoipa::path(get, path = "/api/v1/time-off-requests", tag = "time off", params(TimeOffQuery), security(("bearer" = [])),
+    responses((status = 200, body = Page<TimeOffRequest>), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    q: web::Query<TimeOffQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, offset) = paging(q.limit, q.offset)?;
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("t.deleted_at IS NULL");
+    if let Some(v) = q.agent_id {
+        w.push("t.agent_id = {}", v);
+    }
+    if let Some(v) = q.status {
+        w.push("t.status = {}", v);
+    }
+    let lp = w.param(limit);
+    let op = w.param(offset);
+    let sql = format!(
+        "SELECT to_jsonb(t), count(*) OVER () FROM time_off_requests t WHERE {} ORDER BY t.created_at DESC, t.id LIMIT {lp} OFFSET {op}",
+        w.where_clause()
+    );
+    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
+    Ok(HttpResponse::Ok().json(Page::<TimeOffRequest>::from_rows(&rows, limit, offset)?))
+}
+
+/// One request (404 when not the caller's to see).
+#[utoipa::path(get, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
+    responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let mut w = SqlBuilder::default();
+    scope(&caller, &mut w)?;
+    w.raw("t.deleted_at IS NULL");
+    w.push("t.id = {}", id);
+    let sql = format!(
+        "SELECT to_jsonb(t) FROM time_off_requests t WHERE {}",
+        w.where_clause()
+    );
+    let row = state
+        .pool
+        .get()
+        .await?
+        .query_opt(&sql, &w.refs())
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("time-off request", id))?;
+    Ok(HttpResponse::Ok().json(from_json::<TimeOffRequest>(row.get(0))?))
+}
+
+/// Moves a request to `next` if its current status allows; `reviewer` records who decided.
+async fn transition(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    next: TimeOffStatus,
+    allowed_from: &[TimeOffStatus],
+    notes: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let mut w = SqlBuilder::default();
+    scope(caller, &mut w)?;
+    w.push("t.id = {}", id);
+    w.raw("t.deleted_at IS NULL");
+    let sql = format!(
+        "SELECT to_jsonb(t) FROM time_off_requests t WHERE {} FOR UPDATE",
+        w.where_clause()
+    );
+    let before: Value = tx
+        .query_opt(&sql, &w.refs())
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("time-off request", id))?
+        .get(0);
+    let current: TimeOffRequest = from_json(before.clone())?;
+    if !allowed_from.contains(&current.status) {
+        return Err(ApiError::Conflict {
+            code: "invalid_transition",
+            message: format!(
+                "a {} request cannot become {}",
+                current.status.label(),
+                next.label()
+            ),
+        });
+    }
+    let reviewed = matches!(next, TimeOffStatus::Approved | TimeOffStatus::Rejected);
+    let after: Value = tx
+        .query_one(
+            "UPDATE time_off_requests AS t SET status = $2,
+                 reviewed_by = CASE WHEN $3 THEN $4 ELSE reviewed_by END,
+                 reviewed_at = CASE WHEN $3 THEN now() ELSE reviewed_at END,
+                 review_notes = COALESCE($5, review_notes)
+             WHERE id = $1 RETURNING to_jsonb(t)",
+            &[
+                &id,
+                &next,
+                &reviewed,
+                &caller.user_id,
+                &validate::opt_text("notes", notes.as_deref(), 2000)?,
+            ],
+        )
+        .await?
+        .get(0);
+    let action = format!("time_off.{}", next.label().to_lowercase());
+    audit::record(
+        &tx,
+        caller,
+        &action,
+        "time_off_request",
+        id,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Ok().json(from_json::<TimeOffRequest>(after)?))
+}
+
+/// Approves a pending request (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/approve", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
+    responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn approve(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<ReviewTimeOff>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("approve time off")?;
+    transition(
+        &state,
+        &caller,
+        id.into_inner(),
+        TimeOffStatus::Approved,
+        &[TimeOffStatus::Pending],
+        b.notes,
+    )
+    .await
+}
+
+/// Rejects a pending request (ADMIN, SUPERVISOR).
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/reject", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
+    responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn reject(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    ApiJson(b): ApiJson<ReviewTimeOff>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("reject time off")?;
+    transition(
+        &state,
+        &caller,
+        id.into_inner(),
+        TimeOffStatus::Rejected,
+        &[TimeOffStatus::Pending],
+        b.notes,
+    )
+    .await
+}
+
+/// Cancels a pending or approved request (its agent, or staff).
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/cancel", tag = "time off", security(("bearer" = [])),
+    responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    transition(
+        &state,
+        &caller,
+        id.into_inner(),
+        TimeOffStatus::Cancelled,
+        &[TimeOffStatus::Pending, TimeOffStatus::Approved],
+        None,
+    )
+    .await
+}
+
+/// Soft-deletes a request (ADMIN, SUPERVISOR).
+#[utoipa::path(delete, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_staff("delete time-off requests")?;
+    let id = id.into_inner();
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_opt(
+            "WITH old AS (SELECT to_jsonb(t) AS j FROM time_off_requests t WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
+             UPDATE time_off_requests AS t SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL
+             RETURNING (SELECT j FROM old)",
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("time-off request", id))?;
+    audit::record(
+        &tx,
+        &caller,
+        "time_off.delete",
+        "time_off_request",
+        id,
+        Some(&row.get(0)),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::NoContent().finish())
+}
