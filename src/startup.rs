@@ -53,6 +53,8 @@ pub struct Application {
     port: u16,
     /// The server future; polling it runs the server.
     server: Server,
+    /// The state shared by the handlers (tests and the CLI inspect it).
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -84,11 +86,13 @@ impl Application {
             geofences: geofences.clone(),
         });
         let json_limit = settings.server.json_body_limit_bytes;
+        let shared = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(observability::http_metrics))
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(json_limit))
+                .app_data(web::PayloadConfig::new(json_limit))
                 .configure(api::routes)
                 .default_service(web::to(api::error::not_found))
         })
@@ -103,12 +107,21 @@ impl Application {
             .listen(listener)
             .map_err(|source| StartupError::Bind { addr, source })?
             .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            state: shared,
+        })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The shared application state.
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
     }
 
     /// A handle to stop the server (gracefully or not) from elsewhere.

@@ -284,9 +284,10 @@ async fn deactivate(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "WITH old AS (SELECT to_jsonb(q) AS j FROM qr_codes q WHERE id = $1 AND checkpoint_type = $2 AND is_active FOR UPDATE)
-             UPDATE qr_codes AS q SET is_active = false, deleted_at = now() WHERE id = $1 AND checkpoint_type = $2 AND is_active
-             RETURNING (SELECT j FROM old), to_jsonb(q)",
+            "UPDATE qr_codes AS q SET is_active = false, deleted_at = now()
+             FROM (SELECT to_jsonb(x) AS j FROM qr_codes x WHERE x.id = $1) AS old
+             WHERE q.id = $1 AND q.checkpoint_type = $2 AND q.is_active
+             RETURNING old.j, to_jsonb(q)",
             &[&id, &kind],
         )
         .await?

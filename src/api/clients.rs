@@ -380,9 +380,10 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "WITH old AS (SELECT to_jsonb(c) AS j FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
-             UPDATE clients AS c SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 AND deleted_at IS NULL
-             RETURNING (SELECT j FROM old), to_jsonb(c)",
+            "UPDATE clients AS c SET deleted_at = now(), status = 'INACTIVE'
+             FROM (SELECT to_jsonb(x) AS j FROM clients x WHERE x.id = $1) AS old
+             WHERE c.id = $1 AND c.deleted_at IS NULL
+             RETURNING old.j, to_jsonb(c)",
             &[&id],
         )
         .await?

@@ -406,9 +406,10 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "WITH old AS (SELECT to_jsonb(s) AS j FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
-             UPDATE sites AS s SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 AND deleted_at IS NULL
-             RETURNING (SELECT j FROM old), to_jsonb(s)",
+            "UPDATE sites AS s SET deleted_at = now(), status = 'INACTIVE'
+             FROM (SELECT to_jsonb(x) AS j FROM sites x WHERE x.id = $1) AS old
+             WHERE s.id = $1 AND s.deleted_at IS NULL
+             RETURNING old.j, to_jsonb(s)",
             &[&id],
         )
         .await?

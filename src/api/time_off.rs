@@ -344,9 +344,10 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            "WITH old AS (SELECT to_jsonb(t) AS j FROM time_off_requests t WHERE id = $1 AND deleted_at IS NULL FOR UPDATE)
-             UPDATE time_off_requests AS t SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL
-             RETURNING (SELECT j FROM old)",
+            "UPDATE time_off_requests AS t SET deleted_at = now()
+             FROM (SELECT to_jsonb(x) AS j FROM time_off_requests x WHERE x.id = $1) AS old
+             WHERE t.id = $1 AND t.deleted_at IS NULL
+             RETURNING old.j",
             &[&id],
         )
         .await?

@@ -180,6 +180,8 @@ pub struct TestApp {
     pub pool: Pool,
     /// HTTP client.
     pub http: awc::Client,
+    /// The app's shared state (geofence index, revocation channel...).
+    pub state: actix_web::web::Data<bahinlink::startup::AppState>,
     /// Stops the server when the test ends.
     handle: actix_web::dev::ServerHandle,
 }
@@ -380,6 +382,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         .expect("build app");
     let port = app.port();
     let handle = app.server_handle();
+    let state = app.state();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -389,6 +392,7 @@ pub async fn spawn_app_on(settings: Settings) -> TestApp {
         http: awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish(),
+        state,
         handle,
     }
 }

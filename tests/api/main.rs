@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod control;
 mod embedded;
 mod helpers;
 mod ops;
