@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one throwaway PostgreSQL cluster, a database per test.
 
+mod access;
 mod auth;
 mod cli;
 mod control;
