@@ -3,6 +3,7 @@
 
 mod admin;
 mod migrate;
+mod seed;
 mod serve;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -45,6 +46,19 @@ pub enum Command {
     Migrate {
         #[command(subcommand)]
         action: Option<MigrateAction>,
+    },
+    /// Fill an empty database with demo data.
+    Seed {
+        /// Load the demo data set (Lomé: 3 clients, 12 sites, 60 agents, a week of shifts).
+        #[arg(long)]
+        demo: bool,
+        /// Where to write the agents' device tokens (created, mode 0600; must not exist).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "./data/demo-device-tokens.csv"
+        )]
+        tokens_file: PathBuf,
     },
     /// Manage administrators.
     Admin {
@@ -141,6 +155,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             system.block_on(serve::serve(settings))
         }
         Command::Migrate { action } => system.block_on(migrate::migrate(settings, action)),
+        Command::Seed { demo, tokens_file } => {
+            if !demo {
+                return Err(CliError::Usage(
+                    "`seed` needs --demo (the only data set there is)".into(),
+                ));
+            }
+            system.block_on(seed::demo(settings, tokens_file))
+        }
         Command::Admin {
             action:
                 AdminAction::Create {

@@ -8,3 +8,4 @@ mod embedded;
 mod helpers;
 mod ops;
 mod schema;
+mod seed;
