@@ -92,7 +92,15 @@ const CERTIFICATIONS: &[&str] = &[
 
 /// (client index, name, site type, centre lat, centre lon, Some(radius) for circles or None
 /// for a polygon of about `size_m` across).
-type DemoSite = (usize, &'static str, &'static str, f64, f64, Option<f64>, f64);
+type DemoSite = (
+    usize,
+    &'static str,
+    &'static str,
+    f64,
+    f64,
+    Option<f64>,
+    f64,
+);
 
 const SITES: &[DemoSite] = &[
     (
