@@ -409,27 +409,33 @@ CREATE TABLE geofence_violations (
 -- ---------------------------------------------------------------------------------------------
 -- Tracking
 -- ---------------------------------------------------------------------------------------------
--- The hot table: one row per accepted device event that carries a position, written by
--- binary COPY. (device_id, seq) is the idempotency key that makes resends exactly-once.
+-- The hot table, and the ledger of device events: one row per accepted event (positions
+-- above all, written by binary COPY; also scans, clock and break events, panics, replies).
+-- (agent_id, seq) is the idempotency key that makes resends exactly-once: an event's side
+-- effects (attendance, scans, reports) commit in the same transaction as its row here.
 CREATE TABLE location_tracking (
     id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     agent_id            uuid NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
     shift_id            uuid REFERENCES shifts (id) ON DELETE SET NULL,
     -- The device credential (api_keys.id) that sent the event. No foreign key on purpose:
-    -- the idempotency key must survive a token's deletion, and the check would cost on
-    -- every row of the hottest insert path.
+    -- the history must survive a token's deletion, and the check would cost on every row of
+    -- the hottest insert path.
     device_id           uuid NOT NULL,
-    -- The device's event sequence number.
+    -- The device's event sequence number (kept across reconnects).
     seq                 bigint NOT NULL CHECK (seq >= 0),
-    event_type          text NOT NULL DEFAULT 'position',
-    lat                 double precision NOT NULL CHECK (lat BETWEEN -90 AND 90),
-    lon                 double precision NOT NULL CHECK (lon BETWEEN -180 AND 180),
+    event_type          text NOT NULL DEFAULT 'position'
+                        CHECK (event_type IN ('position', 'qr_scan', 'nfc_scan', 'clock_in', 'clock_out',
+                                              'break_start', 'break_end', 'panic', 'dispatch_reply')),
+    -- NULL only for events that carry no fix (a break without a position, a reply).
+    lat                 double precision CHECK (lat BETWEEN -90 AND 90),
+    lon                 double precision CHECK (lon BETWEEN -180 AND 180),
     accuracy_m          real,
     altitude_m          real,
     speed_mps           real,
     heading_deg         real,
     battery_pct         smallint CHECK (battery_pct BETWEEN 0 AND 100),
-    -- When the fix was taken (device clock); created_at is when the server received it.
+    -- When the fix was taken or the action done (device clock); created_at is when the
+    -- server stored it.
     "timestamp"         timestamptz NOT NULL,
     created_at          timestamptz NOT NULL DEFAULT now(),
     -- false: stored, but not used for geofence decisions (poor accuracy, impossible speed).
@@ -437,7 +443,9 @@ CREATE TABLE location_tracking (
     untrusted_reason    text,
     -- The site whose fence contained the fix, if any.
     site_id             uuid,
-    CONSTRAINT location_tracking_device_seq_key UNIQUE (device_id, seq)
+    CONSTRAINT location_tracking_agent_seq_key UNIQUE (agent_id, seq),
+    CHECK ((lat IS NULL) = (lon IS NULL)),
+    CHECK (event_type <> 'position' OR lat IS NOT NULL)
 );
 
 CREATE TABLE qr_code_scans (
@@ -459,8 +467,7 @@ CREATE TABLE qr_code_scans (
     is_valid            boolean NOT NULL,
     validation_result   text NOT NULL,
     scanned_at          timestamptz NOT NULL,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT qr_code_scans_device_seq_key UNIQUE (device_id, event_seq)
+    created_at          timestamptz NOT NULL DEFAULT now()
 );
 
 -- ---------------------------------------------------------------------------------------------
@@ -506,8 +513,7 @@ CREATE TABLE reports (
     metadata            jsonb NOT NULL DEFAULT '{}',
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    deleted_at          timestamptz,
-    CONSTRAINT reports_device_seq_key UNIQUE (device_id, event_seq)
+    deleted_at          timestamptz
 );
 
 CREATE TABLE report_workflows (

@@ -34,6 +34,64 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Sessions, device tokens and password hashing.
     pub auth: AuthSettings,
+    /// Agent WebSocket sessions: limits, validation and filtering.
+    pub ingest: IngestSettings,
+    /// The batching writer of device events.
+    pub writer: WriterSettings,
+    /// Geofence violation rules.
+    pub geofence: GeofenceSettings,
+}
+
+/// `[ingest]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Largest accepted WebSocket message.
+    pub max_frame_bytes: usize,
+    /// Ping interval; 3 silent intervals close the connection.
+    pub heartbeat_s: u64,
+    /// Sustained events per second per agent.
+    pub rate_limit_per_s: u32,
+    /// Burst above the sustained rate.
+    pub rate_limit_burst: u32,
+    /// Furthest future `ts` accepted.
+    pub max_future_s: i64,
+    /// Oldest `ts` accepted.
+    pub max_age_s: i64,
+    /// Worst accuracy still trusted for geofence decisions.
+    pub max_accuracy_m: f64,
+    /// Fastest implied speed still trusted.
+    pub max_speed_kmh: f64,
+    /// Clock-in/out window around a shift.
+    pub clock_margin_min: i64,
+    /// Default checkpoint scan distance.
+    pub checkpoint_max_distance_m: f64,
+    /// Outgoing frames queued to one device before it is disconnected.
+    pub max_outgoing_frames: usize,
+}
+
+/// `[writer]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriterSettings {
+    /// Rows per COPY at most.
+    pub batch_rows: usize,
+    /// Longest wait of a batch's first row.
+    pub flush_ms: u64,
+    /// Accepted-but-uncommitted rows before backpressure.
+    pub max_queued_rows: usize,
+    /// Concurrent COPY transactions.
+    pub connections: usize,
+}
+
+/// `[geofence]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeofenceSettings {
+    /// Seconds outside before a violation opens.
+    pub exit_dwell_s: i64,
+    /// Consecutive outside fixes before a violation opens.
+    pub exit_consecutive_fixes: u32,
 }
 
 /// `[auth]`
@@ -312,6 +370,107 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "auth.argon2_iterations",
                 "between 1 and 100",
+            ));
+        }
+        let i = &self.ingest;
+        let checks: [(&str, bool, &str); 11] = [
+            (
+                "ingest.max_frame_bytes",
+                (1024..=16 * 1024 * 1024).contains(&i.max_frame_bytes),
+                "between 1024 and 16777216",
+            ),
+            (
+                "ingest.heartbeat_s",
+                (1..=300).contains(&i.heartbeat_s),
+                "between 1 and 300",
+            ),
+            (
+                "ingest.rate_limit_per_s",
+                (1..=100_000).contains(&i.rate_limit_per_s),
+                "between 1 and 100000",
+            ),
+            (
+                "ingest.rate_limit_burst",
+                i.rate_limit_burst >= 1,
+                "at least 1",
+            ),
+            (
+                "ingest.max_future_s",
+                (0..=86_400).contains(&i.max_future_s),
+                "between 0 and 86400",
+            ),
+            (
+                "ingest.max_age_s",
+                (60..=366 * 86_400).contains(&i.max_age_s),
+                "between 60 and 31622400",
+            ),
+            (
+                "ingest.max_accuracy_m",
+                i.max_accuracy_m > 0.0 && i.max_accuracy_m.is_finite(),
+                "a positive number",
+            ),
+            (
+                "ingest.max_speed_kmh",
+                i.max_speed_kmh > 0.0 && i.max_speed_kmh.is_finite(),
+                "a positive number",
+            ),
+            (
+                "ingest.clock_margin_min",
+                (0..=720).contains(&i.clock_margin_min),
+                "between 0 and 720",
+            ),
+            (
+                "ingest.checkpoint_max_distance_m",
+                i.checkpoint_max_distance_m > 0.0,
+                "a positive number",
+            ),
+            (
+                "ingest.max_outgoing_frames",
+                i.max_outgoing_frames >= 16,
+                "at least 16",
+            ),
+        ];
+        for (key, ok, rule) in checks {
+            if !ok {
+                return Err(ConfigError::invalid(key, rule));
+            }
+        }
+        let w = &self.writer;
+        if !(1..=100_000).contains(&w.batch_rows) {
+            return Err(ConfigError::invalid(
+                "writer.batch_rows",
+                "between 1 and 100000",
+            ));
+        }
+        if !(1..=10_000).contains(&w.flush_ms) {
+            return Err(ConfigError::invalid(
+                "writer.flush_ms",
+                "between 1 and 10000",
+            ));
+        }
+        if w.max_queued_rows < w.batch_rows {
+            return Err(ConfigError::invalid(
+                "writer.max_queued_rows",
+                "at least writer.batch_rows",
+            ));
+        }
+        if !(1..=64).contains(&w.connections) || w.connections >= self.database.pool_size {
+            return Err(ConfigError::invalid(
+                "writer.connections",
+                "between 1 and 64, and less than database.pool_size",
+            ));
+        }
+        let g = &self.geofence;
+        if !(0..=86_400).contains(&g.exit_dwell_s) {
+            return Err(ConfigError::invalid(
+                "geofence.exit_dwell_s",
+                "between 0 and 86400",
+            ));
+        }
+        if !(1..=10_000).contains(&g.exit_consecutive_fixes) {
+            return Err(ConfigError::invalid(
+                "geofence.exit_consecutive_fixes",
+                "between 1 and 10000",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {

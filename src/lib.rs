@@ -10,6 +10,7 @@ pub mod cli;
 pub mod configuration;
 pub mod domain;
 pub mod geofence;
+pub mod ingest;
 pub mod observability;
 pub mod startup;
 pub mod storage;

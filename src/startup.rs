@@ -21,6 +21,12 @@ pub struct AppState {
     pub decoy_hash: std::sync::OnceLock<String>,
     /// Every active site's geofence, for lock-free lookups on the event path.
     pub geofences: Arc<crate::geofence::GeofenceIndex>,
+    /// The batching writer of positions.
+    pub writer: crate::ingest::writer::WriterHandle,
+    /// The registry of connected agents.
+    pub hub: actix::Addr<crate::ingest::hub::AgentHub>,
+    /// Field events for the dispatcher and consoles.
+    pub live: crate::ingest::live::LiveBus,
     /// Announces revoked device tokens (api_keys.id) so that live connections using them
     /// are closed at once.
     pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
@@ -70,6 +76,9 @@ impl Application {
             .port();
 
         let settings = Arc::new(settings);
+        let writer =
+            crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
+        let hub = actix::Actor::start(crate::ingest::hub::AgentHub::default());
         let geofences = Arc::new(crate::geofence::GeofenceIndex::default());
         match geofences.load_all(&pool).await {
             Ok(n) => tracing::info!(sites = n, "geofence index loaded"),
@@ -84,6 +93,24 @@ impl Application {
             decoy_hash: std::sync::OnceLock::new(),
             device_revocations: tokio::sync::broadcast::channel(1024).0,
             geofences: geofences.clone(),
+            writer: writer.clone(),
+            hub: hub.clone(),
+            live: crate::ingest::live::bus(4096),
+        });
+        // Revoked device tokens close the sessions using them.
+        let mut revoked = state.device_revocations.subscribe();
+        let revoke_hub = hub.clone();
+        actix::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match revoked.recv().await {
+                    Ok(id) => revoke_hub.do_send(crate::ingest::hub::RevokeDevice(id)),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::error!(missed = n, "device revocations lagged")
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
         });
         let json_limit = settings.server.json_body_limit_bytes;
         let shared = state.clone();

@@ -19,6 +19,21 @@ pub async fn healthz() -> HttpResponse {
 /// Ready to serve: the database answers and every migration is applied. Else 503 and why.
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some((since, reason)) = state
+        .writer
+        .health
+        .failing
+        .lock()
+        .expect("writer health lock")
+        .clone()
+    {
+        let reason = format!(
+            "event writer failing for {:.0} s: {reason}",
+            since.elapsed().as_secs_f64()
+        );
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "reason": reason}));
+    }
     let check = async {
         let client = state
             .pool
