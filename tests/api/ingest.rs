@@ -439,3 +439,68 @@ async fn leaving_the_site_opens_one_violation_after_the_dwell_and_coming_back_cl
     assert_eq!(row.get::<_, String>(3), "RESOLVED");
     assert_eq!(row.get::<_, Option<uuid::Uuid>>(4), Some(f.shift));
 }
+
+#[actix_web::test]
+async fn a_database_outage_delays_acks_loses_nothing_and_shows_in_readyz() {
+    let url = fresh_database(true).await;
+    let app = spawn_app_on(test_settings(&url)).await;
+    let f = field(&app).await;
+    let mut d = Device::connect(&app, &f.token).await;
+    d.send(position(1, INSIDE.0, INSIDE.1, 0)).await;
+    d.ack(1).await;
+    let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
+    let admin =
+        crate::helpers::connect(&url.replace(&format!("dbname={dbname}"), "dbname=postgres")).await;
+    // The database goes away: no new connections, existing ones killed.
+    admin
+        .batch_execute(&format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&dbname])
+        .await
+        .unwrap();
+    d.send(position(2, INSIDE.0, INSIDE.1, 0)).await;
+    let waited = tokio::time::timeout(Duration::from_millis(1500), d.ack(2)).await;
+    assert!(waited.is_err(), "no ack while the database is away");
+    let (status, body) = app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    // Back: the batch commits, the ack arrives, the row is there once.
+    admin
+        .batch_execute(&format!("ALTER DATABASE {dbname} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    d.ack(2).await;
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM location_tracking WHERE agent_id = $1",
+            &[&f.agent]
+        )
+        .await,
+        2
+    );
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = app.get("/readyz").await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200, "ready again");
+    d.send_text("nope").await;
+    assert_eq!(d.error(None).await, "bad_json");
+    let (_, metrics) = app.get("/metrics").await;
+    for name in [
+        "ingest_connected_agents",
+        "ingest_events_received_total",
+        "ingest_events_accepted_total",
+        "ingest_events_rejected_total",
+        "writer_batch_rows",
+        "writer_commit_seconds",
+        "writer_queued_rows",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one throwaway PostgreSQL cluster, a database per test.
 
 mod access;
+mod attendance;
 mod auth;
 mod cli;
 mod control;
