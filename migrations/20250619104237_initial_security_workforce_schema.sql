@@ -232,8 +232,9 @@ CREATE TABLE sites (
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE shifts (
     id                  uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    -- RESTRICT: shifts are the payroll and attendance record of a site.
-    site_id             uuid NOT NULL REFERENCES sites (id) ON DELETE RESTRICT,
+    -- RESTRICT: shifts are the payroll and attendance record of a site. Only an EMERGENCY
+    -- shift may have no site (it is at location_lat/lon instead).
+    site_id             uuid REFERENCES sites (id) ON DELETE RESTRICT,
     -- The assigned agent; the shift outlives an agent row (it becomes unassigned).
     agent_id            uuid REFERENCES agents (id) ON DELETE SET NULL,
     supervisor_id       uuid REFERENCES users (id) ON DELETE SET NULL,
@@ -257,7 +258,8 @@ CREATE TABLE shifts (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     deleted_at          timestamptz,
     CHECK (end_time > start_time),
-    CHECK (end_time - start_time <= interval '24 hours')
+    CHECK (end_time - start_time <= interval '24 hours'),
+    CHECK (site_id IS NOT NULL OR (shift_type = 'EMERGENCY' AND location_lat IS NOT NULL AND location_lon IS NOT NULL))
 );
 
 -- Every assignment decision, manual or automatic, with its score and reasons.

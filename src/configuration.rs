@@ -40,6 +40,36 @@ pub struct Settings {
     pub writer: WriterSettings,
     /// Geofence violation rules.
     pub geofence: GeofenceSettings,
+    /// Assignment and emergency dispatch.
+    pub dispatch: DispatchSettings,
+    /// Control-room consoles.
+    pub console: ConsoleSettings,
+}
+
+/// `[dispatch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchSettings {
+    pub position_update_ms: u64,
+    pub max_position_age_s: i64,
+    pub default_radius_m: f64,
+    pub eta_speed_kmh: f64,
+    pub reply_timeout_s: u64,
+    pub emergency_duration_h: i64,
+    pub min_rest_h: i64,
+    pub default_max_weekly_hours: f64,
+    pub cost_per_km: f64,
+    pub cost_per_week_hour: f64,
+    pub cost_per_overtime_hour: f64,
+    pub cost_unfamiliar_site: f64,
+}
+
+/// `[console]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    pub position_interval_ms: u64,
+    pub max_unanswered_frames: usize,
 }
 
 /// `[ingest]`
@@ -471,6 +501,86 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "geofence.exit_consecutive_fixes",
                 "between 1 and 10000",
+            ));
+        }
+        let d = &self.dispatch;
+        let dispatch_checks: [(&str, bool, &str); 12] = [
+            (
+                "dispatch.position_update_ms",
+                (10..=60_000).contains(&d.position_update_ms),
+                "between 10 and 60000",
+            ),
+            (
+                "dispatch.max_position_age_s",
+                (1..=86_400).contains(&d.max_position_age_s),
+                "between 1 and 86400",
+            ),
+            (
+                "dispatch.default_radius_m",
+                d.default_radius_m > 0.0 && d.default_radius_m <= 500_000.0,
+                "between 0 and 500000",
+            ),
+            (
+                "dispatch.eta_speed_kmh",
+                d.eta_speed_kmh > 0.0 && d.eta_speed_kmh <= 300.0,
+                "between 0 and 300",
+            ),
+            (
+                "dispatch.reply_timeout_s",
+                (1..=3600).contains(&d.reply_timeout_s),
+                "between 1 and 3600",
+            ),
+            (
+                "dispatch.emergency_duration_h",
+                (1..=24).contains(&d.emergency_duration_h),
+                "between 1 and 24",
+            ),
+            (
+                "dispatch.min_rest_h",
+                (0..=48).contains(&d.min_rest_h),
+                "between 0 and 48",
+            ),
+            (
+                "dispatch.default_max_weekly_hours",
+                d.default_max_weekly_hours > 0.0 && d.default_max_weekly_hours <= 168.0,
+                "between 0 and 168",
+            ),
+            (
+                "dispatch.cost_per_km",
+                d.cost_per_km >= 0.0 && d.cost_per_km.is_finite(),
+                "a number >= 0",
+            ),
+            (
+                "dispatch.cost_per_week_hour",
+                d.cost_per_week_hour >= 0.0 && d.cost_per_week_hour.is_finite(),
+                "a number >= 0",
+            ),
+            (
+                "dispatch.cost_per_overtime_hour",
+                d.cost_per_overtime_hour >= 0.0 && d.cost_per_overtime_hour.is_finite(),
+                "a number >= 0",
+            ),
+            (
+                "dispatch.cost_unfamiliar_site",
+                d.cost_unfamiliar_site >= 0.0 && d.cost_unfamiliar_site.is_finite(),
+                "a number >= 0",
+            ),
+        ];
+        for (key, ok, rule) in dispatch_checks {
+            if !ok {
+                return Err(ConfigError::invalid(key, rule));
+            }
+        }
+        if !(50..=60_000).contains(&self.console.position_interval_ms) {
+            return Err(ConfigError::invalid(
+                "console.position_interval_ms",
+                "between 50 and 60000",
+            ));
+        }
+        if self.console.max_unanswered_frames < 100 {
+            return Err(ConfigError::invalid(
+                "console.max_unanswered_frames",
+                "at least 100",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {

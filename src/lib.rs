@@ -8,6 +8,8 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod console;
+pub mod dispatch;
 pub mod domain;
 pub mod geofence;
 pub mod ingest;

@@ -27,6 +27,10 @@ pub struct AppState {
     pub hub: actix::Addr<crate::ingest::hub::AgentHub>,
     /// Field events for the dispatcher and consoles.
     pub live: crate::ingest::live::LiveBus,
+    /// Coalesced positions of on-duty agents, for consoles.
+    pub positions: tokio::sync::broadcast::Sender<crate::ingest::live::PositionUpdate>,
+    /// The dispatcher actor.
+    pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
     /// Announces revoked device tokens (api_keys.id) so that live connections using them
     /// are closed at once.
     pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
@@ -79,6 +83,15 @@ impl Application {
         let writer =
             crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
         let hub = actix::Actor::start(crate::ingest::hub::AgentHub::default());
+        let live = crate::ingest::live::bus(4096);
+        let positions = tokio::sync::broadcast::channel(16384).0;
+        let dispatcher = actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
+            pool.clone(),
+            settings.dispatch.clone(),
+            hub.clone(),
+            live.clone(),
+            positions.clone(),
+        ));
         let geofences = Arc::new(crate::geofence::GeofenceIndex::default());
         match geofences.load_all(&pool).await {
             Ok(n) => tracing::info!(sites = n, "geofence index loaded"),
@@ -95,7 +108,9 @@ impl Application {
             geofences: geofences.clone(),
             writer: writer.clone(),
             hub: hub.clone(),
-            live: crate::ingest::live::bus(4096),
+            live: live.clone(),
+            positions: positions.clone(),
+            dispatcher,
         });
         // Revoked device tokens close the sessions using them.
         let mut revoked = state.device_revocations.subscribe();

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod checkpoints;
 pub mod clients;
 pub mod device_tokens;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod list;
@@ -30,6 +31,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(ops::readyz)
         .service(ops::metrics);
     cfg.service(resource("/ws/agent").route(get().to(crate::ingest::transport::agent_ws)));
+    cfg.service(resource("/ws/console").route(get().to(crate::console::console_ws)));
     cfg.service(
         web::scope("/api/v1")
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
@@ -126,6 +128,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/time-off-requests/{id}/reject").route(post().to(time_off::reject)))
             .service(resource("/time-off-requests/{id}/cancel").route(post().to(time_off::cancel)))
+            .service(resource("/shifts/{id}/auto-assign").route(post().to(dispatch::auto_assign)))
+            .service(resource("/dispatch/auto-fill").route(post().to(dispatch::auto_fill)))
+            .service(resource("/dispatch/agents").route(get().to(dispatch::live_agents)))
+            .service(resource("/emergencies").route(post().to(dispatch::emergency)))
             .service(resource("/audit-logs").route(get().to(audit::list))),
     );
 }

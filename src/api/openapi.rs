@@ -8,8 +8,8 @@ use utoipa::{
 };
 
 use crate::api::{
-    agents, audit, auth, checkpoints, clients, device_tokens, error, list, shifts, sites, time_off,
-    users,
+    agents, audit, auth, checkpoints, clients, device_tokens, dispatch, error, list, shifts, sites,
+    time_off, users,
 };
 
 /// Adds the bearer-token scheme every secured path refers to.
@@ -42,6 +42,7 @@ impl Modify for BearerAuth {
         shifts::create, shifts::list, shifts::get, shifts::update, shifts::delete,
         time_off::create, time_off::list, time_off::get, time_off::approve, time_off::reject,
         time_off::cancel, time_off::delete,
+        dispatch::auto_assign, dispatch::auto_fill, dispatch::emergency, dispatch::live_agents,
         audit::list,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, list::Page<users::User>))

@@ -29,7 +29,8 @@ const MAX_SHIFT: Duration = Duration::hours(24);
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Shift {
     pub id: Uuid,
-    pub site_id: Uuid,
+    /// NULL only for an EMERGENCY shift at a location rather than a site.
+    pub site_id: Option<Uuid>,
     pub agent_id: Option<Uuid>,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,

@@ -39,6 +39,20 @@ impl SiteFence {
         }
     }
 
+    /// The fence's centre (lat, lon): a circle's centre, a polygon's centroid.
+    pub fn centre(&self) -> (f64, f64) {
+        match &self.shape {
+            GeofenceShape::Circle { center, .. } => (center.y, center.x),
+            GeofenceShape::Polygon(p) => {
+                use geo::Centroid;
+                p.centroid().map_or_else(
+                    || (p.exterior().0[0].y, p.exterior().0[0].x),
+                    |c| (c.y(), c.x()),
+                )
+            }
+        }
+    }
+
     /// Bounding box [min_lon, min_lat] .. [max_lon, max_lat].
     fn envelope(&self) -> ([f64; 2], [f64; 2]) {
         match &self.shape {
@@ -115,6 +129,15 @@ impl FenceSnapshot {
         self.by_site
             .get(&site_id)
             .map(|&i| &self.fences[i as usize])
+    }
+
+    /// Ids of the active sites of one client.
+    pub fn sites_of_client(&self, client_id: Uuid) -> std::collections::HashSet<Uuid> {
+        self.fences
+            .iter()
+            .filter(|f| f.client_id == client_id)
+            .map(|f| f.site_id)
+            .collect()
     }
 
     /// Number of fences.

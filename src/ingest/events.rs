@@ -967,6 +967,8 @@ async fn panic_alarm(
         live: vec![LiveEvent::Panic {
             agent_id: ctx.agent_id,
             report_id,
+            seq: ev.seq,
+            site_id,
             lat: fix.map(|f| f.lat),
             lon: fix.map(|f| f.lon),
             note: note.map(str::to_owned),

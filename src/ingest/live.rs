@@ -51,6 +51,9 @@ pub enum LiveEvent {
     Panic {
         agent_id: Uuid,
         report_id: Uuid,
+        /// The device's seq of the panic event.
+        seq: u64,
+        site_id: Option<Uuid>,
         lat: Option<f64>,
         lon: Option<f64>,
         note: Option<String>,
@@ -63,6 +66,93 @@ pub enum LiveEvent {
         accept: bool,
         at: DateTime<Utc>,
     },
+    /// An emergency was raised and agents sent.
+    Emergency {
+        emergency_id: Uuid,
+        lat: f64,
+        lon: f64,
+        site_id: Option<Uuid>,
+        priority: crate::domain::enums::Priority,
+        description: Option<String>,
+        assigned: Vec<Uuid>,
+        unfilled: usize,
+        at: DateTime<Utc>,
+    },
+    /// A step of an emergency's dispatch: proposed, accepted, declined, timed_out, unfilled.
+    EmergencyStep {
+        emergency_id: Uuid,
+        agent_id: Option<Uuid>,
+        site_id: Option<Uuid>,
+        step: &'static str,
+        distance_m: Option<f64>,
+        at: DateTime<Utc>,
+    },
+    /// A shift was assigned to an agent.
+    Assignment {
+        shift_id: Uuid,
+        agent_id: Uuid,
+        site_id: Option<Uuid>,
+        method: &'static str,
+        at: DateTime<Utc>,
+    },
+}
+
+impl LiveEvent {
+    /// The site the event is about, for console scoping.
+    pub fn site_id(&self) -> Option<Uuid> {
+        match self {
+            LiveEvent::Geofence { site_id, .. }
+            | LiveEvent::Violation { site_id, .. }
+            | LiveEvent::Attendance { site_id, .. } => Some(*site_id),
+            LiveEvent::CheckpointScan { site_id, .. }
+            | LiveEvent::Emergency { site_id, .. }
+            | LiveEvent::EmergencyStep { site_id, .. }
+            | LiveEvent::Assignment { site_id, .. }
+            | LiveEvent::Panic { site_id, .. } => *site_id,
+            LiveEvent::DispatchReply { .. } => None,
+        }
+    }
+
+    /// The agent the event is about, if one.
+    pub fn agent_id(&self) -> Option<Uuid> {
+        match self {
+            LiveEvent::Geofence { agent_id, .. }
+            | LiveEvent::Violation { agent_id, .. }
+            | LiveEvent::Attendance { agent_id, .. }
+            | LiveEvent::CheckpointScan { agent_id, .. }
+            | LiveEvent::Panic { agent_id, .. }
+            | LiveEvent::DispatchReply { agent_id, .. }
+            | LiveEvent::Assignment { agent_id, .. } => Some(*agent_id),
+            LiveEvent::EmergencyStep { agent_id, .. } => *agent_id,
+            LiveEvent::Emergency { .. } => None,
+        }
+    }
+
+    /// The console `kind` of the event (its `type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LiveEvent::Geofence { .. } => "geofence",
+            LiveEvent::Violation { .. } => "violation",
+            LiveEvent::Attendance { .. } => "attendance",
+            LiveEvent::CheckpointScan { .. } => "checkpoint_scan",
+            LiveEvent::Panic { .. } => "panic",
+            LiveEvent::DispatchReply { .. } => "dispatch_reply",
+            LiveEvent::Emergency { .. } => "emergency",
+            LiveEvent::EmergencyStep { .. } => "emergency_step",
+            LiveEvent::Assignment { .. } => "assignment",
+        }
+    }
+}
+
+/// A coalesced position of an on-duty agent, for consoles.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct PositionUpdate {
+    pub agent_id: Uuid,
+    pub lat: f64,
+    pub lon: f64,
+    pub at: DateTime<Utc>,
+    /// The site of the agent's shift, if on one.
+    pub site_id: Option<Uuid>,
 }
 
 /// The channel all live events go through.

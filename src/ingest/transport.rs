@@ -15,6 +15,7 @@ use crate::{
     api::error::ApiError,
     auth::token,
     configuration::{GeofenceSettings, IngestSettings},
+    dispatch::actor::{AgentPosition, DutyUpdate},
     ingest::{
         events::{self, EventCtx, Failure},
         hub::{Register, SessionCommand, Unregister},
@@ -63,6 +64,8 @@ pub struct AgentSocket {
     busy: bool,
     /// A fragmented text message being reassembled (None when not in one).
     fragments: Option<Vec<u8>>,
+    /// When the dispatcher was last told this agent's position (coalescing).
+    last_dispatch_update: Option<Instant>,
 }
 
 impl AgentSocket {
@@ -85,7 +88,15 @@ impl AgentSocket {
             queue: VecDeque::new(),
             busy: false,
             fragments: None,
+            last_dispatch_update: None,
         }
+    }
+
+    fn tell_dispatcher_duty(&self) {
+        self.state.dispatcher.do_send(DutyUpdate {
+            agent_id: self.agent_id,
+            duty: self.duty.map(|d| (d.shift_id, d.site_id, d.on_break)),
+        });
     }
 
     /// Sends a text frame, closing a device that stopped reading.
@@ -222,6 +233,21 @@ impl AgentSocket {
                     lat: fix.lat,
                     lon: fix.lon,
                 });
+                let every = std::time::Duration::from_millis(
+                    self.state.settings.dispatch.position_update_ms,
+                );
+                if self
+                    .last_dispatch_update
+                    .is_none_or(|t| t.elapsed() >= every)
+                {
+                    self.last_dispatch_update = Some(Instant::now());
+                    self.state.dispatcher.do_send(AgentPosition {
+                        agent_id: self.agent_id,
+                        lat: fix.lat,
+                        lon: fix.lon,
+                        at: ev.ts,
+                    });
+                }
             }
             if let Some(duty) = self.duty {
                 if let Some(fence) = snapshot.site(duty.site_id) {
@@ -366,6 +392,7 @@ impl AgentSocket {
                             act.watch = FenceWatch::default();
                         }
                         act.duty = duty;
+                        act.tell_dispatcher_duty();
                     }
                     for event in outcome.live {
                         let _ = act.state.live.send(event);
@@ -415,6 +442,7 @@ impl Actor for AgentSocket {
             match loaded {
                 Ok(state) => {
                     act.duty = state.duty;
+                    act.tell_dispatcher_duty();
                     act.last_fix = state.last_fix;
                     if state.violated {
                         act.watch = FenceWatch::Violated;

@@ -1,0 +1,677 @@
+//! The dispatcher actor: keeps the live picture (fed by sessions and reloaded from the
+//! database at start), sends the nearest available agents to emergencies, and escalates when
+//! one declines or does not answer in time.
+
+use std::collections::{HashMap, HashSet};
+
+use actix::prelude::*;
+use chrono::{Duration, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    api::error::ApiError,
+    configuration::DispatchSettings,
+    dispatch::live_state::{AgentLive, LiveAgents},
+    domain::enums::Priority,
+    ingest::{
+        hub::{AgentHub, SendToAgent},
+        live::{LiveBus, LiveEvent, PositionUpdate},
+    },
+};
+
+/// An emergency being staffed.
+#[derive(Debug, Clone)]
+struct Emergency {
+    lat: f64,
+    lon: f64,
+    site_id: Option<Uuid>,
+    radius_m: f64,
+    priority: Priority,
+    description: Option<String>,
+    /// Everyone asked so far (never asked twice), and the reporter of a panic.
+    tried: HashSet<Uuid>,
+}
+
+/// The dispatcher.
+pub struct Dispatcher {
+    /// Database for emergency records.
+    pool: Pool,
+    /// Radii, ages, timeouts.
+    settings: DispatchSettings,
+    /// The live picture.
+    live: LiveAgents,
+    /// To push frames to phones.
+    hub: Addr<AgentHub>,
+    /// Field events in and out.
+    bus: LiveBus,
+    /// Coalesced positions for consoles.
+    positions: tokio::sync::broadcast::Sender<PositionUpdate>,
+    /// Open emergencies.
+    emergencies: HashMap<Uuid, Emergency>,
+    /// Reply timers of proposed assignments: (emergency, agent) → timer.
+    timers: HashMap<(Uuid, Uuid), SpawnHandle>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        pool: Pool,
+        settings: DispatchSettings,
+        hub: Addr<AgentHub>,
+        bus: LiveBus,
+        positions: tokio::sync::broadcast::Sender<PositionUpdate>,
+    ) -> Self {
+        Dispatcher {
+            pool,
+            settings,
+            live: LiveAgents::default(),
+            hub,
+            bus,
+            positions,
+            emergencies: HashMap::new(),
+            timers: HashMap::new(),
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Field events that concern the dispatcher arrive on the bus.
+        let mut rx = self.bus.subscribe();
+        let me = ctx.address();
+        actix::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(event) => me.do_send(FieldEvent(event)),
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::error!(missed = n, "dispatcher lagged behind the live bus")
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+        // Survive restarts: reload who is on duty, where, and who is responding.
+        let pool = self.pool.clone();
+        ctx.wait(
+            async move { reload(&pool).await }.into_actor(self).map(
+                |loaded, act, ctx| match loaded {
+                    Ok(state) => {
+                        let n = state.duties.len();
+                        for (agent, shift, site, on_break) in state.duties {
+                            act.live.set_duty(agent, Some((shift, site, on_break)));
+                        }
+                        for (agent, lat, lon, at) in state.fixes {
+                            act.live.set_position(agent, lat, lon, at);
+                        }
+                        for (emergency_id, e, responding) in state.emergencies {
+                            for (agent, proposed_at) in responding {
+                                act.live.set_responding(agent, Some(emergency_id));
+                                if let Some(at) = proposed_at {
+                                    let left = (at
+                                        + Duration::seconds(act.settings.reply_timeout_s as i64)
+                                        - Utc::now())
+                                    .to_std()
+                                    .unwrap_or_default();
+                                    act.arm_timer(ctx, emergency_id, agent, left);
+                                }
+                            }
+                            act.emergencies.insert(emergency_id, e);
+                        }
+                        tracing::info!(on_duty = n, "dispatcher state reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "dispatcher state not reloaded"),
+                },
+            ),
+        );
+    }
+}
+
+/// What the dispatcher reloads at start.
+struct Reloaded {
+    duties: Vec<(Uuid, Uuid, Uuid, bool)>,
+    fixes: Vec<(Uuid, f64, f64, chrono::DateTime<Utc>)>,
+    emergencies: Vec<(Uuid, Emergency, Vec<(Uuid, Option<chrono::DateTime<Utc>>)>)>,
+}
+
+async fn reload(pool: &Pool) -> Result<Reloaded, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let duties = client
+        .query(
+            "SELECT a.agent_id, a.shift_id, s.site_id, a.status = 'ON_BREAK' FROM attendance a JOIN shifts s ON s.id = a.shift_id
+             WHERE a.status IN ('CLOCKED_IN', 'ON_BREAK') AND s.site_id IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect::<Vec<_>>();
+    let agents: Vec<Uuid> = duties.iter().map(|d| d.0).collect();
+    let fixes = client
+        .query(
+            "SELECT DISTINCT ON (agent_id) agent_id, lat, lon, \"timestamp\" FROM location_tracking
+             WHERE agent_id = ANY($1) AND is_trusted AND lat IS NOT NULL ORDER BY agent_id, \"timestamp\" DESC",
+            &[&agents],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let rows = client
+        .query(
+            "SELECT s.id, s.location_lat, s.location_lon, s.site_id, s.priority, s.description,
+                    array_agg(sa.agent_id), array_agg(sa.status), array_agg(sa.assigned_at)
+             FROM shifts s JOIN shift_assignments sa ON sa.shift_id = s.id AND sa.method = 'EMERGENCY_AUTO'
+             WHERE s.shift_type = 'EMERGENCY' AND s.status = 'IN_PROGRESS' AND s.end_time > now()
+               AND s.location_lat IS NOT NULL
+             GROUP BY s.id",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut emergencies = Vec::new();
+    for r in rows {
+        let agents: Vec<Uuid> = r.get(6);
+        let statuses: Vec<String> = r.get(7);
+        let at: Vec<chrono::DateTime<Utc>> = r.get(8);
+        let e = Emergency {
+            lat: r.get(1),
+            lon: r.get(2),
+            site_id: r.get(3),
+            radius_m: f64::INFINITY,
+            priority: r.get(4),
+            description: r.get(5),
+            tried: agents.iter().copied().collect(),
+        };
+        let responding = agents
+            .iter()
+            .zip(statuses.iter().zip(at))
+            .filter(|(_, (s, _))| s.as_str() == "PROPOSED" || s.as_str() == "ACCEPTED")
+            .map(|(a, (s, t))| (*a, (s.as_str() == "PROPOSED").then_some(t)))
+            .collect();
+        emergencies.push((r.get(0), e, responding));
+    }
+    Ok(Reloaded {
+        duties,
+        fixes,
+        emergencies,
+    })
+}
+
+/// A session's agent clocked in/out or changed break state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DutyUpdate {
+    pub agent_id: Uuid,
+    /// (shift, site, on break), or None when off duty.
+    pub duty: Option<(Uuid, Uuid, bool)>,
+}
+
+/// A trusted fix (sessions send at most one per agent per `dispatch.position_update_ms`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AgentPosition {
+    pub agent_id: Uuid,
+    pub lat: f64,
+    pub lon: f64,
+    pub at: chrono::DateTime<Utc>,
+}
+
+/// An event from the live bus.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct FieldEvent(LiveEvent);
+
+/// The live state of agents (all on duty, for consoles and the API).
+#[derive(Message)]
+#[rtype(result = "Vec<AgentLive>")]
+pub struct Snapshot;
+
+/// Last known positions of some agents (for assignment costs).
+#[derive(Message)]
+#[rtype(result = "HashMap<Uuid, (f64, f64)>")]
+pub struct Positions(pub Vec<Uuid>);
+
+/// Raise an emergency.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<EmergencyCreated, ApiError>")]
+pub struct RaiseEmergency {
+    pub lat: f64,
+    pub lon: f64,
+    pub site_id: Option<Uuid>,
+    pub agents_needed: usize,
+    pub priority: Priority,
+    pub description: Option<String>,
+    pub radius_m: Option<f64>,
+    /// Not to be dispatched (the agent who pressed panic).
+    pub exclude: Option<Uuid>,
+    /// Who raised it (for the records), if a user.
+    pub raised_by: Option<Uuid>,
+}
+
+/// One agent sent.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Dispatched {
+    pub agent_id: Uuid,
+    pub distance_m: f64,
+    pub eta_s: i64,
+}
+
+/// `POST /api/v1/emergencies` answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EmergencyCreated {
+    pub id: Uuid,
+    pub assigned: Vec<Dispatched>,
+    pub unfilled: usize,
+}
+
+impl Handler<DutyUpdate> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: DutyUpdate, _: &mut Self::Context) {
+        self.live.set_duty(msg.agent_id, msg.duty);
+    }
+}
+
+impl Handler<AgentPosition> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: AgentPosition, _: &mut Self::Context) {
+        self.live
+            .set_position(msg.agent_id, msg.lat, msg.lon, msg.at);
+        let site_id = self.live.get(msg.agent_id).and_then(|a| a.site_id);
+        let _ = self.positions.send(PositionUpdate {
+            agent_id: msg.agent_id,
+            lat: msg.lat,
+            lon: msg.lon,
+            at: msg.at,
+            site_id,
+        });
+    }
+}
+
+impl Handler<Snapshot> for Dispatcher {
+    type Result = MessageResult<Snapshot>;
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.live.on_duty().copied().collect())
+    }
+}
+
+impl Handler<Positions> for Dispatcher {
+    type Result = MessageResult<Positions>;
+    fn handle(&mut self, msg: Positions, _: &mut Self::Context) -> Self::Result {
+        let now = Utc::now();
+        let max_age = self.settings.max_position_age_s * 30;
+        MessageResult(
+            msg.0
+                .into_iter()
+                .filter_map(|id| {
+                    let (lat, lon, at) = self.live.get(id)?.fix?;
+                    ((now - at).num_seconds() <= max_age).then_some((id, (lat, lon)))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Dispatcher {
+    fn eta(&self, metres: f64) -> i64 {
+        (metres / (self.settings.eta_speed_kmh / 3.6)).round() as i64
+    }
+
+    /// Picks up to `n` agents for an emergency and marks them responding at once, so that a
+    /// second emergency cannot take the same people.
+    fn pick(&mut self, emergency_id: Uuid, n: usize) -> Vec<Dispatched> {
+        let Some(e) = self.emergencies.get(&emergency_id) else {
+            return Vec::new();
+        };
+        let chosen = self.live.nearest_available(
+            e.lat,
+            e.lon,
+            e.radius_m,
+            self.settings.max_position_age_s,
+            Utc::now(),
+            &e.tried,
+            n,
+        );
+        let out: Vec<Dispatched> = chosen
+            .iter()
+            .map(|&(agent_id, d)| Dispatched {
+                agent_id,
+                distance_m: (d * 10.0).round() / 10.0,
+                eta_s: self.eta(d),
+            })
+            .collect();
+        for d in &out {
+            self.live.set_responding(d.agent_id, Some(emergency_id));
+        }
+        if let Some(e) = self.emergencies.get_mut(&emergency_id) {
+            e.tried.extend(out.iter().map(|d| d.agent_id));
+        }
+        out
+    }
+
+    /// Pushes the dispatch frame to each agent, arms reply timers, publishes the steps.
+    fn announce(&mut self, ctx: &mut Context<Self>, emergency_id: Uuid, sent: &[Dispatched]) {
+        let Some(e) = self.emergencies.get(&emergency_id).cloned() else {
+            return;
+        };
+        for d in sent {
+            let frame = json!({"type": "dispatch", "emergency_id": emergency_id, "lat": e.lat, "lon": e.lon,
+                "priority": e.priority, "description": e.description, "distance_m": d.distance_m, "eta_s": d.eta_s});
+            self.hub.do_send(SendToAgent {
+                agent_id: d.agent_id,
+                text: frame.to_string(),
+            });
+            let _ = self.bus.send(LiveEvent::EmergencyStep {
+                emergency_id,
+                agent_id: Some(d.agent_id),
+                site_id: e.site_id,
+                step: "proposed",
+                distance_m: Some(d.distance_m),
+                at: Utc::now(),
+            });
+            self.arm_timer(
+                ctx,
+                emergency_id,
+                d.agent_id,
+                std::time::Duration::from_secs(self.settings.reply_timeout_s),
+            );
+        }
+    }
+
+    fn arm_timer(
+        &mut self,
+        ctx: &mut Context<Self>,
+        emergency_id: Uuid,
+        agent_id: Uuid,
+        after: std::time::Duration,
+    ) {
+        let handle = ctx.run_later(after, move |act, ctx| {
+            act.timers.remove(&(emergency_id, agent_id));
+            act.step_down(ctx, emergency_id, agent_id, "timed_out");
+        });
+        if let Some(old) = self.timers.insert((emergency_id, agent_id), handle) {
+            ctx.cancel_future(old);
+        }
+    }
+
+    /// An agent declined or did not answer: record it, free the agent, send the next one.
+    fn step_down(
+        &mut self,
+        ctx: &mut Context<Self>,
+        emergency_id: Uuid,
+        agent_id: Uuid,
+        step: &'static str,
+    ) {
+        if let Some(t) = self.timers.remove(&(emergency_id, agent_id)) {
+            ctx.cancel_future(t);
+        }
+        if self.live.get(agent_id).and_then(|a| a.emergency_id) == Some(emergency_id) {
+            self.live.set_responding(agent_id, None);
+        }
+        let site_id = self.emergencies.get(&emergency_id).and_then(|e| e.site_id);
+        let _ = self.bus.send(LiveEvent::EmergencyStep {
+            emergency_id,
+            agent_id: Some(agent_id),
+            site_id,
+            step,
+            distance_m: None,
+            at: Utc::now(),
+        });
+        let next = self.pick(emergency_id, 1);
+        let pool = self.pool.clone();
+        let status = if step == "declined" {
+            "DECLINED"
+        } else {
+            "TIMED_OUT"
+        };
+        let records = next.clone();
+        let write =
+            async move { record_step(&pool, emergency_id, agent_id, status, &records).await };
+        ctx.spawn(write.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                tracing::error!(%emergency_id, error = %e, "emergency step not recorded");
+            }
+            if next.is_empty() {
+                let _ = act.bus.send(LiveEvent::EmergencyStep {
+                    emergency_id,
+                    agent_id: None,
+                    site_id,
+                    step: "unfilled",
+                    distance_m: None,
+                    at: Utc::now(),
+                });
+            } else {
+                act.announce(ctx, emergency_id, &next);
+            }
+        }));
+    }
+}
+
+impl Handler<RaiseEmergency> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<EmergencyCreated, ApiError>>;
+
+    fn handle(&mut self, msg: RaiseEmergency, _: &mut Self::Context) -> Self::Result {
+        let emergency_id = Uuid::now_v7();
+        let radius_m = msg.radius_m.unwrap_or(self.settings.default_radius_m);
+        self.emergencies.insert(
+            emergency_id,
+            Emergency {
+                lat: msg.lat,
+                lon: msg.lon,
+                site_id: msg.site_id,
+                radius_m,
+                priority: msg.priority,
+                description: msg.description.clone(),
+                tried: msg.exclude.into_iter().collect(),
+            },
+        );
+        let sent = self.pick(emergency_id, msg.agents_needed);
+        let unfilled = msg.agents_needed - sent.len();
+        let pool = self.pool.clone();
+        let hours = self.settings.emergency_duration_h;
+        let records = sent.clone();
+        let request = msg.clone();
+        let write =
+            async move { record_emergency(&pool, emergency_id, &request, hours, &records).await };
+        Box::pin(
+            write
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(()) => {
+                        act.announce(ctx, emergency_id, &sent);
+                        let _ = act.bus.send(LiveEvent::Emergency {
+                            emergency_id,
+                            lat: msg.lat,
+                            lon: msg.lon,
+                            site_id: msg.site_id,
+                            priority: msg.priority,
+                            description: msg.description.clone(),
+                            assigned: sent.iter().map(|d| d.agent_id).collect(),
+                            unfilled,
+                            at: Utc::now(),
+                        });
+                        Ok(EmergencyCreated {
+                            id: emergency_id,
+                            assigned: sent,
+                            unfilled,
+                        })
+                    }
+                    Err(e) => {
+                        for d in &sent {
+                            act.live.set_responding(d.agent_id, None);
+                        }
+                        act.emergencies.remove(&emergency_id);
+                        Err(ApiError::Unavailable(format!(
+                            "emergency not recorded: {e}"
+                        )))
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<FieldEvent> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: FieldEvent, ctx: &mut Self::Context) {
+        match msg.0 {
+            LiveEvent::DispatchReply {
+                agent_id,
+                emergency_id,
+                accept,
+                ..
+            } => {
+                if !self.timers.contains_key(&(emergency_id, agent_id)) {
+                    return; // Already answered, timed out, or not ours.
+                }
+                if accept {
+                    if let Some(t) = self.timers.remove(&(emergency_id, agent_id)) {
+                        ctx.cancel_future(t);
+                    }
+                    let site_id = self.emergencies.get(&emergency_id).and_then(|e| e.site_id);
+                    let _ = self.bus.send(LiveEvent::EmergencyStep {
+                        emergency_id,
+                        agent_id: Some(agent_id),
+                        site_id,
+                        step: "accepted",
+                        distance_m: None,
+                        at: Utc::now(),
+                    });
+                    let pool = self.pool.clone();
+                    ctx.spawn(
+                        async move {
+                            if let Err(e) = record_step(&pool, emergency_id, agent_id, "ACCEPTED", &[]).await {
+                                tracing::error!(%emergency_id, error = %e, "acceptance not recorded");
+                            }
+                        }
+                        .into_actor(self),
+                    );
+                } else {
+                    self.step_down(ctx, emergency_id, agent_id, "declined");
+                }
+            }
+            LiveEvent::Panic {
+                agent_id,
+                lat: Some(lat),
+                lon: Some(lon),
+                site_id,
+                note,
+                ..
+            } => {
+                let raise = RaiseEmergency {
+                    lat,
+                    lon,
+                    site_id,
+                    agents_needed: 1,
+                    priority: Priority::Critical,
+                    description: Some(match note {
+                        Some(n) => format!("Panic alarm: {n}"),
+                        None => "Panic alarm".into(),
+                    }),
+                    radius_m: None,
+                    exclude: Some(agent_id),
+                    raised_by: None,
+                };
+                let me = ctx.address();
+                actix::spawn(async move {
+                    match me.send(raise).await {
+                        Ok(Ok(created)) => {
+                            tracing::warn!(emergency_id = %created.id, assigned = created.assigned.len(), "panic dispatched")
+                        }
+                        Ok(Err(e)) => tracing::error!(error = %e, "panic not dispatched"),
+                        Err(e) => tracing::error!(error = %e, "dispatcher unreachable"),
+                    }
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn record_emergency(
+    pool: &Pool,
+    id: Uuid,
+    req: &RaiseEmergency,
+    hours: i64,
+    sent: &[Dispatched],
+) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let first = sent.first().map(|d| d.agent_id);
+    tx.execute(
+        "INSERT INTO shifts (id, site_id, agent_id, start_time, end_time, shift_type, status, priority, location_lat,
+             location_lon, description, created_by)
+         VALUES ($1, $2, $3, now(), now() + make_interval(hours => $4), 'EMERGENCY', 'IN_PROGRESS', $5, $6, $7, $8, $9)",
+        &[&id, &req.site_id, &first, &(hours as i32), &req.priority, &req.lat, &req.lon, &req.description, &req.raised_by],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    insert_proposals(&tx, id, sent, req.raised_by).await?;
+    tx.commit().await.map_err(|e| e.to_string())
+}
+
+async fn insert_proposals(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: Uuid,
+    sent: &[Dispatched],
+    by: Option<Uuid>,
+) -> Result<(), String> {
+    for d in sent {
+        tx.execute(
+            "INSERT INTO shift_assignments (shift_id, agent_id, assigned_by, method, status, distance_m, eta_s, reasons)
+             VALUES ($1, $2, $3, 'EMERGENCY_AUTO', 'PROPOSED', $4::float8, $5, jsonb_build_object('rank', 'nearest available'))",
+            &[&id, &d.agent_id, &by, &d.distance_m, &(d.eta_s as i32)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        tx.execute(
+            "INSERT INTO notifications (recipient_id, notification_type, priority, title, message, data, channels,
+                 related_entity_type, related_entity_id, sent_at)
+             SELECT a.user_id, 'EMERGENCY', s.priority, 'Emergency dispatch',
+                    coalesce(s.description, 'Emergency') || ' – ' || round($3::numeric) || ' m away',
+                    jsonb_build_object('emergency_id', s.id, 'lat', s.location_lat, 'lon', s.location_lon),
+                    '{websocket}', 'emergency', s.id, now()
+             FROM agents a, shifts s WHERE a.id = $2 AND s.id = $1",
+            &[&id, &d.agent_id, &d.distance_m],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+async fn record_step(
+    pool: &Pool,
+    emergency_id: Uuid,
+    agent_id: Uuid,
+    status: &str,
+    next: &[Dispatched],
+) -> Result<(), String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.execute(
+        "UPDATE shift_assignments SET status = $3, responded_at = now()
+         WHERE shift_id = $1 AND agent_id = $2 AND method = 'EMERGENCY_AUTO' AND status = 'PROPOSED'",
+        &[&emergency_id, &agent_id, &status],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if status != "ACCEPTED" {
+        if let Some(d) = next.first() {
+            tx.execute(
+                "UPDATE shifts SET agent_id = $2 WHERE id = $1 AND agent_id = $3",
+                &[&emergency_id, &d.agent_id, &agent_id],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+    }
+    insert_proposals(&tx, emergency_id, next, None).await?;
+    tx.commit().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,142 @@
+//! Loads what the assignment rules need from the database, in a few bulk queries.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, Utc};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::{
+    api::agents::Certification,
+    dispatch::assign::{Candidate, ShiftNeed},
+    geofence::GeofenceIndex,
+};
+
+/// Shifts by id, or the unassigned schedulable shifts starting in [from, to) (optionally at
+/// some sites).
+pub async fn shift_needs(
+    db: &impl GenericClient,
+    fences: &GeofenceIndex,
+    ids: Option<&[Uuid]>,
+    window: Option<(DateTime<Utc>, DateTime<Utc>, Option<Vec<Uuid>>)>,
+) -> Result<Vec<ShiftNeed>, tokio_postgres::Error> {
+    let rows = match (ids, window) {
+        (Some(ids), _) => {
+            db.query(
+                "SELECT s.id, s.site_id, st.client_id, s.start_time, s.end_time, s.required_skills, s.required_certifications
+                 FROM shifts s JOIN sites st ON st.id = s.site_id WHERE s.id = ANY($1) AND s.deleted_at IS NULL",
+                &[&ids],
+            )
+            .await?
+        }
+        (None, Some((from, to, sites))) => {
+            db.query(
+                "SELECT s.id, s.site_id, st.client_id, s.start_time, s.end_time, s.required_skills, s.required_certifications
+                 FROM shifts s JOIN sites st ON st.id = s.site_id
+                 WHERE s.deleted_at IS NULL AND s.agent_id IS NULL AND s.status = 'SCHEDULED'
+                   AND s.start_time >= $1 AND s.start_time < $2 AND ($3::uuid[] IS NULL OR s.site_id = ANY($3))
+                 ORDER BY s.start_time",
+                &[&from, &to, &sites],
+            )
+            .await?
+        }
+        (None, None) => Vec::new(),
+    };
+    let snapshot = fences.snapshot();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let site_id: Uuid = r.get(1);
+            ShiftNeed {
+                id: r.get(0),
+                site_id,
+                client_id: r.get(2),
+                start: r.get(3),
+                end: r.get(4),
+                required_skills: r.get(5),
+                required_certifications: r.get(6),
+                location: snapshot.site(site_id).map(|f| f.centre()),
+            }
+        })
+        .collect())
+}
+
+/// Every agent, with its bookings, time off and history around [from, to]. `positions`
+/// (live fixes) take precedence over home locations. `ignore_shifts` are left out of the
+/// bookings (the shifts being assigned).
+pub async fn candidates(
+    db: &impl GenericClient,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    positions: &HashMap<Uuid, (f64, f64)>,
+    ignore_shifts: &[Uuid],
+) -> Result<Vec<Candidate>, tokio_postgres::Error> {
+    let agents = db
+        .query(
+            "SELECT a.id, a.employment_status = 'ACTIVE' AND u.status = 'ACTIVE', a.skills, a.certifications,
+                    a.max_weekly_hours::float8, a.home_lat::float8, a.home_lon::float8, a.barred_site_ids, a.barred_client_ids
+             FROM agents a JOIN users u ON u.id = a.user_id WHERE a.deleted_at IS NULL AND u.deleted_at IS NULL",
+            &[],
+        )
+        .await?;
+    let (lo, hi) = (from - Duration::days(8), to + Duration::days(8));
+    let mut booked: HashMap<Uuid, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT agent_id, start_time, end_time FROM shifts
+             WHERE agent_id IS NOT NULL AND deleted_at IS NULL AND status NOT IN ('CANCELLED', 'NO_SHOW')
+               AND end_time > $1 AND start_time < $2 AND id <> ALL($3)",
+            &[&lo, &hi, &ignore_shifts],
+        )
+        .await?
+    {
+        booked.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+    }
+    let mut time_off: HashMap<Uuid, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT agent_id, start_date, end_date FROM time_off_requests
+             WHERE status = 'APPROVED' AND deleted_at IS NULL AND end_date > $1 AND start_date < $2",
+            &[&lo, &hi],
+        )
+        .await?
+    {
+        time_off.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+    }
+    let mut known: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT DISTINCT agent_id, site_id FROM shifts
+             WHERE agent_id IS NOT NULL AND site_id IS NOT NULL AND deleted_at IS NULL AND start_time < now()
+               AND status NOT IN ('CANCELLED', 'NO_SHOW')",
+            &[],
+        )
+        .await?
+    {
+        known.entry(r.get(0)).or_default().insert(r.get(1));
+    }
+    Ok(agents
+        .iter()
+        .map(|r| {
+            let id: Uuid = r.get(0);
+            let certs: Vec<Certification> = r.get(3);
+            let home = match (r.get::<_, Option<f64>>(5), r.get::<_, Option<f64>>(6)) {
+                (Some(lat), Some(lon)) => Some((lat, lon)),
+                _ => None,
+            };
+            Candidate {
+                agent_id: id,
+                active: r.get(1),
+                skills: r.get::<_, Vec<String>>(2).into_iter().collect(),
+                certifications: certs.into_iter().map(|c| (c.name, c.expires_at)).collect(),
+                max_weekly_hours: r.get(4),
+                location: positions.get(&id).copied().or(home),
+                barred_sites: r.get::<_, Vec<Uuid>>(7).into_iter().collect(),
+                barred_clients: r.get::<_, Vec<Uuid>>(8).into_iter().collect(),
+                booked: booked.remove(&id).unwrap_or_default(),
+                time_off: time_off.remove(&id).unwrap_or_default(),
+                known_sites: known.remove(&id).unwrap_or_default(),
+            }
+        })
+        .collect())
+}
