@@ -282,7 +282,11 @@ pub async fn auto_fill(
         &**db,
         &state.geofences,
         None,
-        Some((b.from, b.to, b.site_ids.clone())),
+        Some(load::Window {
+            from: b.from,
+            to: b.to,
+            sites: b.site_ids.clone(),
+        }),
     )
     .await?;
     let ids: Vec<Uuid> = needs.iter().map(|n| n.id).collect();

@@ -131,11 +131,14 @@ impl Actor for Dispatcher {
     }
 }
 
+/// Agents responding to an emergency, with when they were proposed (None once accepted).
+type Responding = Vec<(Uuid, Option<chrono::DateTime<Utc>>)>;
+
 /// What the dispatcher reloads at start.
 struct Reloaded {
     duties: Vec<(Uuid, Uuid, Uuid, bool)>,
     fixes: Vec<(Uuid, f64, f64, chrono::DateTime<Utc>)>,
-    emergencies: Vec<(Uuid, Emergency, Vec<(Uuid, Option<chrono::DateTime<Utc>>)>)>,
+    emergencies: Vec<(Uuid, Emergency, Responding)>,
 }
 
 async fn reload(pool: &Pool) -> Result<Reloaded, String> {
@@ -634,7 +637,7 @@ async fn insert_proposals(
             "INSERT INTO notifications (recipient_id, notification_type, priority, title, message, data, channels,
                  related_entity_type, related_entity_id, sent_at)
              SELECT a.user_id, 'EMERGENCY', s.priority, 'Emergency dispatch',
-                    coalesce(s.description, 'Emergency') || ' – ' || round($3::numeric) || ' m away',
+                    coalesce(s.description, 'Emergency') || ' – ' || round($3::float8) || ' m away',
                     jsonb_build_object('emergency_id', s.id, 'lat', s.location_lat, 'lon', s.location_lon),
                     '{websocket}', 'emergency', s.id, now()
              FROM agents a, shifts s WHERE a.id = $2 AND s.id = $1",

@@ -215,8 +215,13 @@ mod tests {
         let ids: Vec<Uuid> = (1..=5).map(Uuid::from_u128).collect();
         for (i, id) in ids.iter().enumerate() {
             live.set_duty(*id, Some((Uuid::nil(), Uuid::nil(), false)));
-            // 0, 1, 2, 3, 4 km north.
-            live.set_position(*id, 6.13 + i as f64 * 0.008_993, 1.22, now);
+            // 0, 1, 2, 3, 4 km north; the one at 3 km last heard of 10 minutes ago.
+            let at = if i == 3 {
+                now - chrono::Duration::seconds(600)
+            } else {
+                now
+            };
+            live.set_position(*id, 6.13 + i as f64 * 0.008_993, 1.22, at);
         }
         live.set_duty(ids[1], Some((Uuid::nil(), Uuid::nil(), true)));
         live.set_responding(ids[2], Some(Uuid::nil()));

@@ -12,13 +12,23 @@ use crate::{
     geofence::GeofenceIndex,
 };
 
+/// A time window, optionally limited to some sites.
+pub struct Window {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub sites: Option<Vec<Uuid>>,
+}
+
+/// Spans of time by agent.
+type Spans = HashMap<Uuid, Vec<(DateTime<Utc>, DateTime<Utc>)>>;
+
 /// Shifts by id, or the unassigned schedulable shifts starting in [from, to) (optionally at
 /// some sites).
 pub async fn shift_needs(
     db: &impl GenericClient,
     fences: &GeofenceIndex,
     ids: Option<&[Uuid]>,
-    window: Option<(DateTime<Utc>, DateTime<Utc>, Option<Vec<Uuid>>)>,
+    window: Option<Window>,
 ) -> Result<Vec<ShiftNeed>, tokio_postgres::Error> {
     let rows = match (ids, window) {
         (Some(ids), _) => {
@@ -29,7 +39,7 @@ pub async fn shift_needs(
             )
             .await?
         }
-        (None, Some((from, to, sites))) => {
+        (None, Some(Window { from, to, sites })) => {
             db.query(
                 "SELECT s.id, s.site_id, st.client_id, s.start_time, s.end_time, s.required_skills, s.required_certifications
                  FROM shifts s JOIN sites st ON st.id = s.site_id
@@ -80,7 +90,7 @@ pub async fn candidates(
         )
         .await?;
     let (lo, hi) = (from - Duration::days(8), to + Duration::days(8));
-    let mut booked: HashMap<Uuid, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut booked: Spans = HashMap::new();
     for r in db
         .query(
             "SELECT agent_id, start_time, end_time FROM shifts
@@ -92,7 +102,7 @@ pub async fn candidates(
     {
         booked.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
     }
-    let mut time_off: HashMap<Uuid, Vec<(DateTime<Utc>, DateTime<Utc>)>> = HashMap::new();
+    let mut time_off: Spans = HashMap::new();
     for r in db
         .query(
             "SELECT agent_id, start_date, end_date FROM time_off_requests

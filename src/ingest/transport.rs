@@ -66,6 +66,8 @@ pub struct AgentSocket {
     fragments: Option<Vec<u8>>,
     /// When the dispatcher was last told this agent's position (coalescing).
     last_dispatch_update: Option<Instant>,
+    /// The newest trusted fix the dispatcher has not been told yet.
+    dispatch_pending: Option<(f64, f64, chrono::DateTime<Utc>)>,
 }
 
 impl AgentSocket {
@@ -89,6 +91,21 @@ impl AgentSocket {
             busy: false,
             fragments: None,
             last_dispatch_update: None,
+            dispatch_pending: None,
+        }
+    }
+
+    /// Tells the dispatcher the newest pending fix (at most once per interval; a timer sends
+    /// the last one of a burst).
+    fn flush_dispatch_position(&mut self) {
+        if let Some((lat, lon, at)) = self.dispatch_pending.take() {
+            self.last_dispatch_update = Some(Instant::now());
+            self.state.dispatcher.do_send(AgentPosition {
+                agent_id: self.agent_id,
+                lat,
+                lon,
+                at,
+            });
         }
     }
 
@@ -233,6 +250,7 @@ impl AgentSocket {
                     lat: fix.lat,
                     lon: fix.lon,
                 });
+                self.dispatch_pending = Some((fix.lat, fix.lon, ev.ts));
                 let every = std::time::Duration::from_millis(
                     self.state.settings.dispatch.position_update_ms,
                 );
@@ -240,13 +258,7 @@ impl AgentSocket {
                     .last_dispatch_update
                     .is_none_or(|t| t.elapsed() >= every)
                 {
-                    self.last_dispatch_update = Some(Instant::now());
-                    self.state.dispatcher.do_send(AgentPosition {
-                        agent_id: self.agent_id,
-                        lat: fix.lat,
-                        lon: fix.lon,
-                        at: ev.ts,
-                    });
+                    self.flush_dispatch_position();
                 }
             }
             if let Some(duty) = self.duty {
@@ -423,6 +435,9 @@ impl Actor for AgentSocket {
             conn_id: self.conn_id,
             addr: ctx.address().recipient(),
         });
+        let every =
+            std::time::Duration::from_millis(self.state.settings.dispatch.position_update_ms);
+        ctx.run_interval(every, |act, _| act.flush_dispatch_position());
         let heartbeat = std::time::Duration::from_secs(self.limits.heartbeat_s);
         ctx.run_interval(heartbeat, move |act, ctx| {
             if act.last_heard.elapsed() > heartbeat * 3 {

@@ -60,6 +60,25 @@ impl Device {
         }
     }
 
+    /// Any WebSocket endpoint of the app (e.g. /ws/console), no hello expected.
+    pub async fn open(app: &TestApp, path: &str, token: &str) -> Result<Device, u16> {
+        let req = app
+            .http
+            .ws(format!("{}{path}", app.address))
+            .bearer_auth(token)
+            .max_frame_size(4 * 1024 * 1024);
+        match req.connect().await {
+            Ok((_, framed)) => Ok(Device {
+                framed,
+                hello: Value::Null,
+                seen: Vec::new(),
+                acked: Default::default(),
+            }),
+            Err(awc::error::WsClientError::InvalidResponseStatus(s)) => Err(s.as_u16()),
+            Err(e) => panic!("ws connect: {e}"),
+        }
+    }
+
     pub async fn connect(app: &TestApp, token: &str) -> Device {
         match Device::try_connect(app, token, false).await {
             Connect::Open(d) => *d,
@@ -120,6 +139,14 @@ impl Device {
 
     /// Receives until a frame matches; earlier frames are kept in `seen`.
     pub async fn until(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        // A matching frame may have arrived while waiting for something else.
+        if let Some(i) = self
+            .seen
+            .iter()
+            .position(|f| f["type"] != "__close" && pred(f))
+        {
+            return self.seen.remove(i);
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let frame = tokio::time::timeout_at(deadline, self.recv())
@@ -236,4 +263,13 @@ pub async fn shift_now(app: &TestApp, admin: &TestUser, site: Uuid, agent: Uuid)
         .await;
     assert_eq!(s, 201, "{b}");
     b["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A raw JSON WebSocket client (consoles).
+pub type RawWs = Device;
+
+impl RawWs {
+    pub async fn connect_raw(app: &TestApp, path: &str, token: &str) -> Result<RawWs, u16> {
+        Device::open(app, path, token).await
+    }
 }

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod control;
 mod device;
+mod dispatch;
 mod embedded;
 mod helpers;
 mod ingest;
