@@ -30,8 +30,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(ops::healthz)
         .service(ops::readyz)
         .service(ops::metrics);
-    cfg.service(resource("/ws/agent").route(get().to(crate::ingest::transport::agent_ws)));
-    cfg.service(resource("/ws/console").route(get().to(crate::console::console_ws)));
+    cfg.service(resource("/ws/agent").route(get().to(crate::ws::agent::agent_ws)));
+    cfg.service(resource("/ws/console").route(get().to(crate::ws::console::console_ws)));
     cfg.service(
         web::scope("/api/v1")
             .app_data(web::PathConfig::default().error_handler(extract::path_error))

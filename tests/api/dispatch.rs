@@ -650,3 +650,49 @@ async fn a_console_that_never_reads_does_not_delay_acks() {
         .get(0);
     assert_eq!(stored, 201);
 }
+
+#[actix_web::test]
+async fn the_live_picture_survives_a_restart() {
+    let url = fresh_database(true).await;
+    let app = spawn_app_on(test_settings(&url)).await;
+    let f = field(&app).await;
+    let (agent, dev) = on_duty(&app, &f, 6.1315, 1.2015).await;
+    dispatcher_knows(&app, 1).await;
+    drop(dev);
+    drop(app);
+    // A new daemon on the same database knows who is on duty and where, without any device.
+    let app = spawn_app_on(test_settings(&url)).await;
+    let mut found = None;
+    for _ in 0..100 {
+        let agents = app
+            .state
+            .dispatcher
+            .send(bahinlink::dispatch::actor::Snapshot)
+            .await
+            .unwrap();
+        found = agents.into_iter().find(|a| a.agent_id == agent);
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a = found.expect("reloaded");
+    assert_eq!(
+        a.status,
+        bahinlink::dispatch::live_state::AgentStatus::OnDuty
+    );
+    assert_eq!(a.site_id, Some(f.site));
+    let (lat, lon, _) = a.fix.expect("last trusted fix reloaded");
+    assert_eq!((lat, lon), (6.1315, 1.2015));
+    // And can dispatch that agent.
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/emergencies",
+            Some(&f.admin.token),
+            Some(json!({"lat": 6.1316, "lon": 1.2016})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["assigned"][0]["agent_id"], agent.to_string());
+}

@@ -1,7 +1,6 @@
-//! The agent WebSocket: the only module that knows actix-web-actors (deprecated upstream; to
-//! swap it, replace this file). One `AgentSocket` actor per connected agent: it parses
-//! frames, rate-limits and validates events, turns positions into rows for the writer,
-//! runs other events one at a time, and sends acks only for committed events.
+//! The agent WebSocket. One `AgentSocket` actor per connected agent: it parses frames,
+//! rate-limits and validates events, turns positions into rows for the writer, runs other
+//! events one at a time, and sends acks only for committed events.
 
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
