@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod geofence;
 pub mod ingest;
+pub mod loadgen;
 pub mod observability;
 pub mod startup;
 pub mod storage;

@@ -2,6 +2,7 @@
 //! subcommands. Exit codes: 0 success, 1 failure at run time, 2 bad usage or configuration.
 
 mod admin;
+mod loadgen;
 mod migrate;
 mod seed;
 mod serve;
@@ -60,6 +61,8 @@ pub enum Command {
         )]
         tokens_file: PathBuf,
     },
+    /// Load the daemon with simulated agents and measure throughput and latency.
+    Loadgen(loadgen::LoadgenArgs),
     /// Manage administrators.
     Admin {
         #[command(subcommand)]
@@ -163,6 +166,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             system.block_on(seed::demo(settings, tokens_file))
         }
+        Command::Loadgen(args) => system.block_on(loadgen::run(settings, args)),
         Command::Admin {
             action:
                 AdminAction::Create {

@@ -1,0 +1,158 @@
+//! End-to-end load benchmark: `cargo bench --bench load`.
+//!
+//! Starts a throwaway PostgreSQL (the embedded mechanism, fsync ON as in production), the
+//! daemon itself (`bahinlink serve`, release build), provisions agents with device tokens,
+//! and runs, in the same process and on the same machine:
+//!   1. open loop: N agents × R Hz (latency at a fixed offered rate);
+//!   2. closed loop: the same agents as fast as a window of unacked events allows
+//!      (maximum sustained throughput);
+//!   3. the ceiling: the same number of rows written by one binary COPY into the same table;
+//!
+//! Then it checks that `location_tracking` holds exactly the acked events.
+//!
+//! Environment: BAHINLINK_LOAD_AGENTS (default 10000), BAHINLINK_LOAD_SECONDS (30),
+//! BAHINLINK_LOAD_RATE (1), BAHINLINK_LOAD_WINDOW (64), BAHINLINK_LOAD_BATCH (1 open loop; the
+//! closed loop uses 8), BAHINLINK_LOAD_JSON=1 for JSON lines.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use bahinlink::{
+    loadgen::{self, LoadOptions, Report},
+    storage::{
+        embedded::{EmbeddedOptions, EmbeddedPostgres},
+        migrate,
+    },
+};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+fn print(name: &str, r: &Report, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({"scenario": name, "report": r}));
+    } else {
+        println!("\n== {name}\n{}", r.table());
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: only run
+    // when asked for as a benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load benchmark: run with `cargo bench --bench load`");
+        return;
+    }
+    let agents: usize = env("BAHINLINK_LOAD_AGENTS", 10_000);
+    let seconds: u64 = env("BAHINLINK_LOAD_SECONDS", 30);
+    let rate: f64 = env("BAHINLINK_LOAD_RATE", 1.0);
+    let window: usize = env("BAHINLINK_LOAD_WINDOW", 64);
+    let batch: usize = env("BAHINLINK_LOAD_BATCH", 1);
+    let json = std::env::var("BAHINLINK_LOAD_JSON").is_ok();
+    loadgen::raise_fd_limit();
+
+    let dir = std::env::temp_dir().join(format!("bahinlink-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut pg = EmbeddedPostgres::start(&EmbeddedOptions {
+        data_dir: dir.clone(),
+        bin_dir: None,
+        run_as_user: "postgres".into(),
+        startup_timeout: Duration::from_secs(60),
+        unsafe_fast: false,
+    })
+    .expect("start PostgreSQL");
+    let url = pg.connection_string("bahinlink");
+    let port = free_port();
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        pg.ensure_database("bahinlink").await.expect("create database");
+        let (mut db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        actix_rt::spawn(conn);
+        migrate::apply(&mut db, None).await.expect("migrate");
+
+        let server = Server(
+            Command::new(env!("CARGO_BIN_EXE_bahinlink"))
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .env("DATABASE_URL", &url)
+                .env("RUST_LOG", "warn")
+                .env("BAHINLINK_DATABASE__POOL_SIZE", "16")
+                .env("BAHINLINK_INGEST__RATE_LIMIT_PER_S", "100000")
+                .env("BAHINLINK_INGEST__RATE_LIMIT_BURST", "100000")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start bahinlink serve"),
+        );
+        let http = awc::Client::default();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            actix_rt::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("provisioning {agents} agents...");
+        let devices = loadgen::provision(&db, agents).await.expect("provision");
+        let ids: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();
+        let pid = Some(server.0.id());
+        let base = LoadOptions {
+            url: format!("http://127.0.0.1:{port}"),
+            rate_hz: rate,
+            batch,
+            duration: Duration::from_secs(seconds),
+            window: None,
+            source_addrs: 4,
+            progress: !json,
+        };
+        let open = loadgen::run(&base, &devices, pid).await;
+        print(&format!("open loop: {agents} agents x {rate} Hz"), &open, json);
+        let closed_opts = LoadOptions { window: Some(window), batch: 8, ..base.clone() };
+        let closed = loadgen::run(&closed_opts, &devices, pid).await;
+        print(&format!("closed loop: {agents} agents, window {window}, batch 8"), &closed, json);
+        let stored = loadgen::stored_rows(&db, &ids).await.expect("count rows");
+        let acked = open.acked + closed.acked;
+        let ceiling = loadgen::copy_ceiling(&mut db, &ids, closed.acked.max(100_000) as usize).await.expect("copy ceiling");
+        let ratio = closed.acked_per_s / ceiling;
+        if json {
+            println!("{}", serde_json::json!({"scenario": "summary", "stored_rows": stored, "acked": acked,
+                "lossless": stored as u64 == acked, "copy_ceiling_rows_per_s": ceiling, "ratio": ratio}));
+        } else {
+            println!("\n== ceiling and check");
+            println!("COPY ceiling        {ceiling:.0} rows/s (one binary COPY into location_tracking)");
+            println!("daemon / ceiling    {:.1}% (closed loop {:.0} events/s)", ratio * 100.0, closed.acked_per_s);
+            println!("lossless check      {} rows stored for {} acked events: {}", stored, acked,
+                if stored as u64 == acked { "PASS" } else { "FAIL" });
+        }
+        drop(server);
+    });
+    let _ = pg.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,559 @@
+//! The load generator behind `bahinlink loadgen` and `cargo bench --bench load`: N agent
+//! WebSocket connections with real device tokens, each walking a patrol path and sending
+//! positions at R Hz (open loop, latency) or as fast as a window of unacked events allows
+//! (closed loop, throughput); latencies from send to ack in an HDR histogram; a lossless check
+//! against `location_tracking`; and the raw binary COPY ceiling for comparison.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::auth::token::{self, TokenKind};
+
+/// One device of the run.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub agent_id: Uuid,
+    pub token: String,
+    /// Centre of the site it patrols (lat, lon).
+    pub home: (f64, f64),
+}
+
+/// How to load the server.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `http://127.0.0.1:8080`
+    pub url: String,
+    /// Positions per second per agent (open loop).
+    pub rate_hz: f64,
+    /// Events per frame.
+    pub batch: usize,
+    /// How long to send.
+    pub duration: Duration,
+    /// Closed loop: keep this many events unacked per agent, send as acks come.
+    pub window: Option<usize>,
+    /// Loopback source addresses to spread connections over (127.0.0.1 ..).
+    pub source_addrs: usize,
+    /// Live progress line on stderr.
+    pub progress: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub agents: usize,
+    pub connected: usize,
+    pub seconds: f64,
+    pub sent: u64,
+    pub acked: u64,
+    pub errors: u64,
+    pub acked_per_s: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub server_cpu_percent: Option<f64>,
+    pub server_rss_mib: Option<f64>,
+    pub server_rss_per_agent_kib: Option<f64>,
+}
+
+/// Shared counters and histograms of a run.
+struct Shared {
+    total: Mutex<Histogram<u64>>,
+    interval: Mutex<Histogram<u64>>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    errors: AtomicU64,
+    connected: AtomicUsize,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Creates `n` agents with device tokens (and a client with 12 circle sites around Lomé)
+/// straight in the database; returns the devices.
+pub async fn provision(
+    db: &tokio_postgres::Client,
+    n: usize,
+) -> Result<Vec<Device>, tokio_postgres::Error> {
+    let client_id: Uuid = db
+        .query_one(
+            "INSERT INTO clients (company_name) VALUES ('Load test ' || now()::text) RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let mut homes = Vec::new();
+    for i in 0..12 {
+        let (lat, lon) = (6.12 + (i / 4) as f64 * 0.02, 1.16 + (i % 4) as f64 * 0.03);
+        let fence = serde_json::json!({"type": "Circle", "center": [lon, lat], "radius_m": 300});
+        db.execute(
+            "INSERT INTO sites (client_id, name, geofence, geofence_shape, center_lat, center_lon, radius_m)
+             VALUES ($1, $2, $3, 'CIRCLE', $4, $5, 300)",
+            &[&client_id, &format!("Load site {i}"), &fence, &lat, &lon],
+        )
+        .await?;
+        homes.push((lat, lon));
+    }
+    let run = Uuid::new_v4().simple().to_string();
+    let mut devices = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2000) {
+        let emails: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("load-{run}-{i}@bahinlink.test"))
+            .collect();
+        let employee: Vec<String> = chunk.iter().map(|i| format!("L-{run}-{i}")).collect();
+        let tokens: Vec<token::NewToken> = chunk
+            .iter()
+            .map(|_| token::mint(TokenKind::Device))
+            .collect();
+        let hashes: Vec<Vec<u8>> = tokens.iter().map(|t| t.hash.clone()).collect();
+        let prefixes: Vec<String> = tokens.iter().map(|t| t.prefix.clone()).collect();
+        let rows = db
+            .query(
+                "WITH u AS (
+                     INSERT INTO users (email, password_hash, role) SELECT e, '!', 'AGENT' FROM unnest($1::text[]) AS e
+                     RETURNING id, email),
+                 a AS (
+                     INSERT INTO agents (user_id, employee_id)
+                     SELECT u.id, x.emp FROM u JOIN unnest($1::text[], $2::text[]) AS x(email, emp) ON x.email = u.email
+                     RETURNING id, employee_id)
+                 INSERT INTO api_keys (kind, name, key_hash, key_prefix, agent_id)
+                 SELECT 'DEVICE', 'loadgen', x.h, x.p, a.id
+                 FROM a JOIN unnest($2::text[], $3::bytea[], $4::text[]) AS x(emp, h, p) ON x.emp = a.employee_id
+                 RETURNING agent_id, key_hash",
+                &[&emails, &employee, &hashes, &prefixes],
+            )
+            .await?;
+        let by_hash: HashMap<Vec<u8>, Uuid> = rows
+            .iter()
+            .map(|r| (r.get::<_, Vec<u8>>(1), r.get::<_, Uuid>(0)))
+            .collect();
+        for (k, t) in tokens.into_iter().enumerate() {
+            let agent_id = by_hash[&t.hash];
+            devices.push(Device {
+                agent_id,
+                token: t.secret,
+                home: homes[(chunk[k]) % homes.len()],
+            });
+        }
+    }
+    Ok(devices)
+}
+
+/// Reads (CPU ticks, RSS KiB) of a process from /proc.
+pub fn process_stats(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+/// Raises the open-files limit to its hard maximum (thousands of sockets).
+pub fn raise_fd_limit() {
+    // SAFETY: plain getrlimit/setrlimit on this process.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Runs the load and returns the report. `server_pid` lets it read the server's CPU and RSS.
+pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>) -> Report {
+    raise_fd_limit();
+    let shared = Arc::new(Shared {
+        total: Mutex::new(histogram()),
+        interval: Mutex::new(histogram()),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        connected: AtomicUsize::new(0),
+    });
+    let rss_before = server_pid.and_then(process_stats).map(|s| s.1);
+    // Connect everyone first (a few hundred at a time), then start the clock.
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None::<Instant>);
+    let mut tasks = Vec::with_capacity(devices.len());
+    for (i, d) in devices.iter().enumerate() {
+        let (opts, d, shared, start_rx) =
+            (opts.clone(), d.clone(), shared.clone(), start_rx.clone());
+        tasks.push(actix_web::rt::spawn(async move {
+            device_task(i, opts, d, shared, start_rx).await
+        }));
+        if i % 200 == 199 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let connect_deadline = Instant::now() + Duration::from_secs(120);
+    while shared.connected.load(Ordering::Relaxed)
+        + (shared.errors.load(Ordering::Relaxed) as usize)
+        < devices.len()
+        && Instant::now() < connect_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = shared.connected.load(Ordering::Relaxed);
+    let rss_connected = server_pid.and_then(process_stats).map(|s| s.1);
+    let cpu_before = server_pid.and_then(process_stats).map(|s| s.0);
+    let started = Instant::now();
+    let _ = start_tx.send(Some(started));
+    // Progress, once a second.
+    let mut last_acked = 0;
+    while started.elapsed() < opts.duration + Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let acked = shared.acked.load(Ordering::Relaxed);
+        let p99 = {
+            let mut h = shared.interval.lock().expect("histogram lock");
+            let v = h.value_at_quantile(0.99);
+            h.reset();
+            v
+        };
+        if opts.progress {
+            eprintln!(
+                "[{:>5.1}s] {:>8} acks/s  p99 {:>7.1} ms  connected {:>6}  errors {}",
+                started.elapsed().as_secs_f64(),
+                acked - last_acked,
+                p99 as f64 / 1000.0,
+                shared.connected.load(Ordering::Relaxed),
+                shared.errors.load(Ordering::Relaxed)
+            );
+        }
+        last_acked = acked;
+        if started.elapsed() >= opts.duration
+            && shared.sent.load(Ordering::Relaxed) == shared.acked.load(Ordering::Relaxed)
+        {
+            break;
+        }
+    }
+    let seconds = started
+        .elapsed()
+        .as_secs_f64()
+        .min(opts.duration.as_secs_f64())
+        .max(0.001);
+    let cpu_after = server_pid.and_then(process_stats).map(|s| s.0);
+    for t in tasks {
+        t.abort();
+    }
+    let total = shared.total.lock().expect("histogram lock").clone();
+    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let acked = shared.acked.load(Ordering::Relaxed);
+    Report {
+        mode: match opts.window {
+            Some(w) => format!("closed loop, window {w}, batch {}", opts.batch),
+            None => format!("open loop, {} Hz, batch {}", opts.rate_hz, opts.batch),
+        },
+        agents: devices.len(),
+        connected,
+        seconds,
+        sent: shared.sent.load(Ordering::Relaxed),
+        acked,
+        errors: shared.errors.load(Ordering::Relaxed),
+        acked_per_s: acked as f64 / seconds,
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: total.max() as f64 / 1000.0,
+        server_cpu_percent: match (cpu_before, cpu_after) {
+            (Some(a), Some(b)) => Some((b - a) as f64 / ticks_per_s / seconds * 100.0),
+            _ => None,
+        },
+        server_rss_mib: rss_connected.map(|r| r as f64 / 1024.0),
+        server_rss_per_agent_kib: match (rss_before, rss_connected) {
+            (Some(a), Some(b)) if connected > 0 => {
+                Some(b.saturating_sub(a) as f64 / connected as f64)
+            }
+            _ => None,
+        },
+    }
+}
+
+impl Report {
+    /// A plain table.
+    pub fn table(&self) -> String {
+        let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1} {unit}"));
+        format!(
+            "mode               {}\nagents             {} ({} connected)\nduration           {:.1} s\nsent / acked       {} / {} ({} errors)\naccepted events/s  {:.0}\nlatency send→ack   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\nserver CPU         {}\nserver RSS         {} ({} per connected agent)\n",
+            self.mode, self.agents, self.connected, self.seconds, self.sent, self.acked, self.errors, self.acked_per_s,
+            self.p50_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms,
+            opt(self.server_cpu_percent, "%"), opt(self.server_rss_mib, "MiB"), opt(self.server_rss_per_agent_kib, "KiB"),
+        )
+    }
+}
+
+/// A walking patrol around the device's site: 1.4 m/s, turning now and then, sometimes
+/// straying out of the 300 m fence.
+struct Walk {
+    lat: f64,
+    lon: f64,
+    heading: f64,
+    home: (f64, f64),
+    rng: u64,
+}
+
+impl Walk {
+    fn step(&mut self, dt: f64) -> (f64, f64) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if self.rng.is_multiple_of(20) {
+            self.heading += ((self.rng >> 8) % 628) as f64 / 100.0;
+        }
+        let metres = 1.4 * dt;
+        self.lat += metres * self.heading.cos() / 111_320.0;
+        self.lon += metres * self.heading.sin() / 111_320.0;
+        // Drift back towards the site when far out (a patrol, not a walk-off).
+        if crate::ingest::session::metres(self.lat, self.lon, self.home.0, self.home.1) > 450.0 {
+            self.heading += std::f64::consts::PI;
+        }
+        (self.lat, self.lon)
+    }
+}
+
+async fn device_task(
+    i: usize,
+    opts: LoadOptions,
+    d: Device,
+    shared: Arc<Shared>,
+    mut start: tokio::sync::watch::Receiver<Option<Instant>>,
+) {
+    let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+        127,
+        0,
+        0,
+        1 + (i % opts.source_addrs.max(1)) as u8,
+    ));
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().local_address(source).limit(1))
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let url = format!(
+        "{}/ws/agent",
+        opts.url.trim_end_matches('/').replacen("http", "ws", 1)
+    );
+    let conn = client
+        .ws(url)
+        .bearer_auth(&d.token)
+        .max_frame_size(64 * 1024)
+        .connect()
+        .await;
+    let Ok((_, framed)) = conn else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let (mut sink, mut stream) = framed.split();
+    // The hello frame tells where this agent's sequence stands.
+    let mut seq: u64 = match stream.next().await {
+        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice::<serde_json::Value>(&t)
+            .ok()
+            .and_then(|v| v["last_seq"].as_u64())
+            .map_or(1, |s| s + 1),
+        _ => {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let started = loop {
+        if let Some(t) = *start.borrow() {
+            break t;
+        }
+        if start.changed().await.is_err() {
+            return;
+        }
+    };
+    let mut walk = Walk {
+        lat: d.home.0,
+        lon: d.home.1,
+        heading: (i as f64) * 0.7,
+        home: d.home,
+        rng: 0x9E37_79B9 ^ i as u64,
+    };
+    let batch = opts.batch.max(1);
+    let period = Duration::from_secs_f64(batch as f64 / opts.rate_hz.max(0.001));
+    // Spread the first sends over one period so that agents do not all send at once.
+    let offset = period.mul_f64((i % 1000) as f64 / 1000.0);
+    let mut next_send = started + offset;
+    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut unacked_times: HashMap<u64, Instant> = HashMap::new();
+    let deadline = started + opts.duration;
+    loop {
+        let can_send = Instant::now() < deadline
+            && match opts.window {
+                Some(w) => unacked_times.len() + batch <= w,
+                None => true,
+            };
+        let wait = if can_send {
+            match opts.window {
+                Some(_) => Duration::ZERO,
+                None => next_send.saturating_duration_since(Instant::now()),
+            }
+        } else {
+            Duration::from_secs(3600)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait), if can_send => {
+                // Open loop: latency counts from the scheduled time (coordinated omission).
+                let scheduled = if opts.window.is_some() { Instant::now() } else { next_send };
+                let now = chrono::Utc::now();
+                let mut events = Vec::with_capacity(batch);
+                for _ in 0..batch {
+                    let (lat, lon) = walk.step(1.0 / opts.rate_hz.max(0.001));
+                    let event = if seq.is_multiple_of(100) {
+                        serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": "BLQR-LOADGEN", "lat": lat, "lon": lon})
+                    } else {
+                        serde_json::json!({"type": "position", "seq": seq, "ts": now, "lat": lat, "lon": lon,
+                            "accuracy_m": 6, "speed_mps": 1.4, "battery_pct": 80})
+                    };
+                    events.push(event);
+                    unacked_times.insert(seq, scheduled);
+                    pending.push_back((seq, scheduled));
+                    seq += 1;
+                }
+                let text = if batch == 1 { events.remove(0).to_string() } else { serde_json::Value::Array(events).to_string() };
+                if sink.send(awc::ws::Message::Text(text.into())).await.is_err() {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                shared.sent.fetch_add(batch as u64, Ordering::Relaxed);
+                next_send += period;
+            }
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { return };
+                match frame {
+                    awc::ws::Frame::Text(t) => {
+                        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&t) else { continue };
+                        if v["type"] == "ack" {
+                            let now = Instant::now();
+                            let mut n = 0;
+                            for s in v["seqs"].as_array().into_iter().flatten().filter_map(|s| s.as_u64()) {
+                                if let Some(at) = unacked_times.remove(&s) {
+                                    let micros = now.duration_since(at).as_micros().max(1) as u64;
+                                    let _ = shared.total.lock().expect("histogram lock").record(micros);
+                                    let _ = shared.interval.lock().expect("histogram lock").record(micros);
+                                    n += 1;
+                                }
+                            }
+                            shared.acked.fetch_add(n, Ordering::Relaxed);
+                        } else if v["type"] == "error" {
+                            shared.errors.fetch_add(1, Ordering::Relaxed);
+                            if let Some(s) = v["seq"].as_u64() {
+                                unacked_times.remove(&s);
+                            }
+                        }
+                    }
+                    awc::ws::Frame::Ping(p) => {
+                        let _ = sink.send(awc::ws::Message::Pong(p)).await;
+                    }
+                    awc::ws::Frame::Close(_) => return,
+                    _ => {}
+                }
+                while pending.front().is_some_and(|(s, _)| !unacked_times.contains_key(s)) {
+                    pending.pop_front();
+                }
+            }
+        }
+        if Instant::now() >= deadline && unacked_times.is_empty() {
+            // Stay connected (the server's memory figure counts us) until aborted.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+}
+
+/// Rows stored for these agents (the lossless check: must equal the acked count).
+pub async fn stored_rows(
+    db: &tokio_postgres::Client,
+    agents: &[Uuid],
+) -> Result<i64, tokio_postgres::Error> {
+    Ok(db
+        .query_one(
+            "SELECT count(*) FROM location_tracking WHERE agent_id = ANY($1)",
+            &[&agents],
+        )
+        .await?
+        .get(0))
+}
+
+/// Writes `rows` positions with one binary COPY into `location_tracking` (then deletes them)
+/// and returns rows per second: the ceiling the daemon's throughput is compared with.
+pub async fn copy_ceiling(
+    db: &mut tokio_postgres::Client,
+    agents: &[Uuid],
+    rows: usize,
+) -> Result<f64, tokio_postgres::Error> {
+    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
+    let types = [
+        Type::UUID,
+        Type::UUID,
+        Type::UUID,
+        Type::INT8,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::FLOAT8,
+        Type::FLOAT4,
+        Type::TIMESTAMPTZ,
+    ];
+    let device = Uuid::new_v4();
+    let base_seq: i64 = 1 << 40;
+    let started = Instant::now();
+    let tx = db.transaction().await?;
+    let sink = tx
+        .copy_in("COPY location_tracking (id, agent_id, device_id, seq, event_type, lat, lon, accuracy_m, \"timestamp\") FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures_util::pin_mut!(writer);
+    let now = chrono::Utc::now();
+    for i in 0..rows {
+        let agent = agents[i % agents.len()];
+        writer
+            .as_mut()
+            .write(&[
+                &Uuid::now_v7(),
+                &agent,
+                &device,
+                &(base_seq + i as i64),
+                &"position",
+                &6.13f64,
+                &1.22f64,
+                &6.0f32,
+                &now,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    tx.commit().await?;
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    db.execute(
+        "DELETE FROM location_tracking WHERE device_id = $1",
+        &[&device],
+    )
+    .await?;
+    Ok(rate)
+}
