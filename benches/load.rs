@@ -10,9 +10,9 @@
 //!
 //! Then it checks that `location_tracking` holds exactly the acked events.
 //!
-//! Environment: BAHINLINK_LOAD_AGENTS (default 10000), BAHINLINK_LOAD_SECONDS (30),
-//! BAHINLINK_LOAD_RATE (1), BAHINLINK_LOAD_WINDOW (64), BAHINLINK_LOAD_BATCH (1 open loop; the
-//! closed loop uses 8), BAHINLINK_LOAD_JSON=1 for JSON lines.
+//! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (30),
+//! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
+//! closed loop uses 8), LOADBENCH_JSON=1 for JSON lines.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -68,12 +68,12 @@ fn main() {
         println!("load benchmark: run with `cargo bench --bench load`");
         return;
     }
-    let agents: usize = env("BAHINLINK_LOAD_AGENTS", 10_000);
-    let seconds: u64 = env("BAHINLINK_LOAD_SECONDS", 30);
-    let rate: f64 = env("BAHINLINK_LOAD_RATE", 1.0);
-    let window: usize = env("BAHINLINK_LOAD_WINDOW", 64);
-    let batch: usize = env("BAHINLINK_LOAD_BATCH", 1);
-    let json = std::env::var("BAHINLINK_LOAD_JSON").is_ok();
+    let agents: usize = env("LOADBENCH_AGENTS", 10_000);
+    let seconds: u64 = env("LOADBENCH_SECONDS", 30);
+    let rate: f64 = env("LOADBENCH_RATE", 1.0);
+    let window: usize = env("LOADBENCH_WINDOW", 16);
+    let batch: usize = env("LOADBENCH_BATCH", 1);
+    let json = std::env::var("LOADBENCH_JSON").is_ok();
     loadgen::raise_fd_limit();
 
     let dir = std::env::temp_dir().join(format!("bahinlink-load-{}", std::process::id()));

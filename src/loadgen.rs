@@ -76,6 +76,8 @@ struct Shared {
     sent: AtomicU64,
     acked: AtomicU64,
     errors: AtomicU64,
+    /// Events answered with an error frame (never acked).
+    rejected: AtomicU64,
     connected: AtomicUsize,
 }
 
@@ -194,6 +196,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         sent: AtomicU64::new(0),
         acked: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
     });
     let rss_before = server_pid.and_then(process_stats).map(|s| s.1);
@@ -206,8 +209,9 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         tasks.push(actix_web::rt::spawn(async move {
             device_task(i, opts, d, shared, start_rx).await
         }));
-        if i % 200 == 199 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Ramp up at about 2,000 connections a second.
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let connect_deadline = Instant::now() + Duration::from_secs(120);
@@ -225,7 +229,9 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     let _ = start_tx.send(Some(started));
     // Progress, once a second.
     let mut last_acked = 0;
-    while started.elapsed() < opts.duration + Duration::from_secs(3) {
+    // Send for the duration, then wait (at most a minute) for the acks still in flight, so
+    // that the lossless check compares settled numbers.
+    while started.elapsed() < opts.duration + Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let acked = shared.acked.load(Ordering::Relaxed);
         let p99 = {
@@ -245,9 +251,10 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
             );
         }
         last_acked = acked;
-        if started.elapsed() >= opts.duration
-            && shared.sent.load(Ordering::Relaxed) == shared.acked.load(Ordering::Relaxed)
-        {
+        let settled = shared.acked.load(Ordering::Relaxed)
+            + shared.rejected.load(Ordering::Relaxed)
+            >= shared.sent.load(Ordering::Relaxed);
+        if started.elapsed() >= opts.duration && settled {
             break;
         }
     }
@@ -358,27 +365,34 @@ async fn device_task(
         "{}/ws/agent",
         opts.url.trim_end_matches('/').replacen("http", "ws", 1)
     );
-    let conn = client
-        .ws(url)
-        .bearer_auth(&d.token)
-        .max_frame_size(64 * 1024)
-        .connect()
-        .await;
-    let Ok((_, framed)) = conn else {
-        shared.errors.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let (mut sink, mut stream) = framed.split();
-    // The hello frame tells where this agent's sequence stands.
-    let mut seq: u64 = match stream.next().await {
-        Some(Ok(awc::ws::Frame::Text(t))) => serde_json::from_slice::<serde_json::Value>(&t)
-            .ok()
-            .and_then(|v| v["last_seq"].as_u64())
-            .map_or(1, |s| s + 1),
-        _ => {
+    // A busy server may refuse (503) or close (1013) during the connection storm: retry with
+    // backoff, as a phone would.
+    let mut attempt = 0u64;
+    let (mut sink, mut stream, mut seq) = loop {
+        attempt += 1;
+        let conn = client
+            .ws(url.clone())
+            .bearer_auth(&d.token)
+            .max_frame_size(64 * 1024)
+            .connect()
+            .await;
+        if let Ok((_, framed)) = conn {
+            let (sink, mut stream) = framed.split();
+            // The hello frame tells where this agent's sequence stands.
+            if let Some(Ok(awc::ws::Frame::Text(t))) = stream.next().await {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&t) {
+                    if v["type"] == "hello" {
+                        let seq = v["last_seq"].as_u64().map_or(1, |s| s + 1);
+                        break (sink, stream, seq);
+                    }
+                }
+            }
+        }
+        if attempt >= 5 {
             shared.errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        tokio::time::sleep(Duration::from_millis(250 * attempt + (i % 500) as u64)).await;
     };
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let started = loop {
@@ -465,7 +479,9 @@ async fn device_task(
                         } else if v["type"] == "error" {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
                             if let Some(s) = v["seq"].as_u64() {
-                                unacked_times.remove(&s);
+                                if unacked_times.remove(&s).is_some() {
+                                    shared.rejected.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                         }
                     }

@@ -223,6 +223,41 @@ pub struct FillPlan {
     pub total_cost: f64,
 }
 
+/// Shifts starting within this window of each other are matched together.
+const ROUND_WINDOW: Duration = Duration::hours(6);
+/// The cheapest qualified agents per shift that the matching considers.
+const MATCH_COLUMNS: usize = 48;
+
+/// Candidates by skill, so that a shift only checks agents holding its skills.
+struct SkillIndex {
+    all: Vec<usize>,
+    by_skill: HashMap<String, Vec<usize>>,
+}
+
+impl SkillIndex {
+    fn new(candidates: &[Candidate]) -> Self {
+        let mut by_skill: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in candidates.iter().enumerate() {
+            for skill in &c.skills {
+                by_skill.entry(skill.clone()).or_default().push(i);
+            }
+        }
+        SkillIndex {
+            all: (0..candidates.len()).collect(),
+            by_skill,
+        }
+    }
+
+    /// Candidates holding the rarest required skill (all when none is required).
+    fn pool(&self, s: &ShiftNeed) -> &[usize] {
+        s.required_skills
+            .iter()
+            .map(|k| self.by_skill.get(k).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|v| v.len())
+            .unwrap_or(&self.all)
+    }
+}
+
 /// Integer costs for the matching: 1/1000 of a cost unit.
 const SCALE: f64 = 1000.0;
 /// Weight of "cannot": far above any real cost, so a real pair always wins.
@@ -233,24 +268,43 @@ const FORBIDDEN: i64 = 1_000_000_000_000;
 /// (Hungarian) under the hard rules, given the assignments of earlier rounds, which then
 /// count for overlap, rest and weekly hours.
 pub fn fill(
+    shifts: Vec<ShiftNeed>,
+    candidates: Vec<Candidate>,
+    rules: &DispatchSettings,
+) -> FillPlan {
+    let matched = fill_by_matching(shifts.clone(), candidates.clone(), rules);
+    // Rounds are optimal one at a time, not jointly: on rare inputs the plain greedy order
+    // does better overall. Never return worse than greedy.
+    let plain = greedy(shifts, candidates, rules);
+    let better = plain.assigned.len() > matched.assigned.len()
+        || (plain.assigned.len() == matched.assigned.len()
+            && plain.total_cost < matched.total_cost - 1e-9);
+    if better {
+        plain
+    } else {
+        matched
+    }
+}
+
+fn fill_by_matching(
     mut shifts: Vec<ShiftNeed>,
     mut candidates: Vec<Candidate>,
     rules: &DispatchSettings,
 ) -> FillPlan {
     shifts.sort_by_key(|s| (s.start, s.id));
-    let rest = Duration::hours(rules.min_rest_h);
+    let index = SkillIndex::new(&candidates);
     let mut plan = FillPlan::default();
     let mut i = 0;
     while i < shifts.len() {
-        // A round: shifts chained by conflict (start before the previous end + rest).
+        // A round: shifts starting within ROUND_WINDOW of the first. One agent takes at most
+        // one shift per round (conservative); earlier rounds count as bookings for overlap,
+        // rest and weekly hours.
         let mut j = i + 1;
-        let mut horizon = shifts[i].end + rest;
-        while j < shifts.len() && shifts[j].start < horizon {
-            horizon = horizon.max(shifts[j].end + rest);
+        while j < shifts.len() && shifts[j].start < shifts[i].start + ROUND_WINDOW {
             j += 1;
         }
         let round = &shifts[i..j];
-        let assigned = match_round(round, &candidates, rules);
+        let assigned = match_round(round, &candidates, &index, rules);
         for (k, choice) in assigned.into_iter().enumerate() {
             let shift = &round[k];
             match choice {
@@ -271,31 +325,36 @@ pub fn fill(
 fn match_round(
     round: &[ShiftNeed],
     candidates: &[Candidate],
+    index: &SkillIndex,
     rules: &DispatchSettings,
 ) -> Vec<Result<(usize, f64), String>> {
-    // Candidate pruning: agents that qualify for at least one shift of the round.
-    let mut costs: Vec<Vec<Option<f64>>> = Vec::with_capacity(round.len());
+    // Candidate pruning: only agents holding the skills are checked, and only the cheapest
+    // MATCH_COLUMNS qualified agents of each shift become columns of the matching.
+    let mut costs: Vec<HashMap<usize, f64>> = Vec::with_capacity(round.len());
     let mut reasons: Vec<std::collections::BTreeMap<Rule, usize>> = Vec::with_capacity(round.len());
     let mut useful: Vec<usize> = Vec::new();
     let mut seen = HashSet::new();
     for s in round {
-        let mut row = Vec::with_capacity(candidates.len());
         let mut excluded = std::collections::BTreeMap::new();
-        for (idx, c) in candidates.iter().enumerate() {
-            match check(c, s, rules) {
-                Ok(cost) => {
-                    row.push(Some(cost.total));
-                    if seen.insert(idx) {
-                        useful.push(idx);
-                    }
-                }
-                Err(rule) => {
-                    *excluded.entry(rule).or_insert(0) += 1;
-                    row.push(None);
-                }
+        let mut ok: Vec<(usize, f64)> = Vec::new();
+        let pool = index.pool(s);
+        if pool.len() < candidates.len() {
+            *excluded.entry(Rule::MissingSkill).or_insert(0) += candidates.len() - pool.len();
+        }
+        for &idx in pool.iter() {
+            match check(&candidates[idx], s, rules) {
+                Ok(cost) => ok.push((idx, cost.total)),
+                Err(rule) => *excluded.entry(rule).or_insert(0) += 1,
             }
         }
-        costs.push(row);
+        ok.sort_by(|a, b| a.1.total_cmp(&b.1));
+        ok.truncate(MATCH_COLUMNS);
+        for &(idx, _) in &ok {
+            if seen.insert(idx) {
+                useful.push(idx);
+            }
+        }
+        costs.push(ok.into_iter().collect());
         reasons.push(excluded);
     }
     useful.sort_unstable();
@@ -305,7 +364,7 @@ fn match_round(
     let mut weights = pathfinding::matrix::Matrix::new(n_rows, n_cols + n_rows, -FORBIDDEN);
     for (r, row) in costs.iter().enumerate() {
         for (col, &idx) in useful.iter().enumerate() {
-            if let Some(c) = row[idx] {
+            if let Some(&c) = row.get(&idx) {
                 weights[(r, col)] = -((c * SCALE).round() as i64);
             }
         }
@@ -319,7 +378,7 @@ fn match_round(
         .map(|(r, col)| {
             if col < useful.len() {
                 let idx = useful[col];
-                if let Some(c) = costs[r][idx] {
+                if let Some(&c) = costs[r].get(&idx) {
                     return Ok((idx, c));
                 }
             }
@@ -360,12 +419,17 @@ pub fn greedy(
     rules: &DispatchSettings,
 ) -> FillPlan {
     shifts.sort_by_key(|s| (s.start, s.id));
+    let index = SkillIndex::new(&candidates);
     let mut plan = FillPlan::default();
     for s in &shifts {
-        let best = candidates
+        let best = index
+            .pool(s)
             .iter()
-            .enumerate()
-            .filter_map(|(i, c)| check(c, s, rules).ok().map(|cost| (i, cost.total)))
+            .filter_map(|&i| {
+                check(&candidates[i], s, rules)
+                    .ok()
+                    .map(|cost| (i, cost.total))
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1));
         match best {
             Some((i, cost)) => {

@@ -452,8 +452,7 @@ impl Actor for AgentSocket {
         let agent_id = self.agent_id;
         let load = async move { load_state(&pool, agent_id).await };
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
-            let mut last_seq = None;
-            match loaded {
+            let last_seq = match loaded {
                 Ok(state) => {
                     act.duty = state.duty;
                     act.tell_dispatcher_duty();
@@ -461,10 +460,16 @@ impl Actor for AgentSocket {
                     if state.violated {
                         act.watch = FenceWatch::Violated;
                     }
-                    last_seq = state.last_seq;
+                    state.last_seq
                 }
-                Err(e) => tracing::warn!(agent_id = %act.agent_id, error = %e, "session state not restored"),
-            }
+                Err(e) => {
+                    // Without its state the session would judge geofences wrongly and tell the
+                    // device a wrong last_seq: ask it to come back instead.
+                    tracing::warn!(agent_id = %act.agent_id, error = %e, "session state not restored; closing");
+                    act.close(ctx, ws::CloseCode::Again, "server busy; reconnect shortly");
+                    return;
+                }
+            };
             let hello = ServerFrame::Hello { agent_id: act.agent_id, heartbeat_s: act.limits.heartbeat_s, last_seq };
             act.send(ctx, hello.to_text());
         }));
@@ -590,48 +595,47 @@ struct LoadedState {
 
 async fn load_state(pool: &deadpool_postgres::Pool, agent_id: Uuid) -> Result<LoadedState, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let duty = client
-        .query_opt(
-            "SELECT a.id, a.shift_id, s.site_id, a.status = 'ON_BREAK' FROM attendance a JOIN shifts s ON s.id = a.shift_id
-             WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK')",
-            &[&agent_id],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|r| Duty { attendance_id: r.get(0), shift_id: r.get(1), site_id: r.get(2), on_break: r.get(3) });
-    let last_fix = client
-        .query_opt(
-            "SELECT \"timestamp\", lat, lon FROM location_tracking
-             WHERE agent_id = $1 AND is_trusted AND lat IS NOT NULL ORDER BY \"timestamp\" DESC LIMIT 1",
-            &[&agent_id],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .map(|r| LastFix { ts: r.get(0), lat: r.get(1), lon: r.get(2) });
-    let violated = match duty {
-        Some(d) => client
-            .query_opt(
-                "SELECT 1 FROM geofence_violations WHERE agent_id = $1 AND site_id = $2 AND resolved_at IS NULL",
-                &[&agent_id, &d.site_id],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some(),
-        None => false,
-    };
-    let last_seq: Option<i64> = client
+    // One round trip: sessions connect by the thousand after an outage or a restart.
+    let row = client
         .query_one(
-            "SELECT max(seq) FROM location_tracking WHERE agent_id = $1",
+            "WITH duty AS (
+                 SELECT a.id, a.shift_id, s.site_id, a.status = 'ON_BREAK' AS on_break
+                 FROM attendance a JOIN shifts s ON s.id = a.shift_id
+                 WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK') AND s.site_id IS NOT NULL),
+             fix AS (
+                 SELECT \"timestamp\" AS ts, lat, lon FROM location_tracking
+                 WHERE agent_id = $1 AND is_trusted AND lat IS NOT NULL ORDER BY \"timestamp\" DESC LIMIT 1)
+             SELECT (SELECT id FROM duty), (SELECT shift_id FROM duty), (SELECT site_id FROM duty),
+                    (SELECT on_break FROM duty), (SELECT ts FROM fix), (SELECT lat FROM fix), (SELECT lon FROM fix),
+                    EXISTS (SELECT 1 FROM geofence_violations v, duty
+                            WHERE v.agent_id = $1 AND v.site_id = duty.site_id AND v.resolved_at IS NULL),
+                    (SELECT max(seq) FROM location_tracking WHERE agent_id = $1)",
             &[&agent_id],
         )
         .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+        .map_err(|e| e.to_string())?;
+    let duty = match (
+        row.get::<_, Option<Uuid>>(0),
+        row.get::<_, Option<Uuid>>(1),
+        row.get::<_, Option<Uuid>>(2),
+    ) {
+        (Some(attendance_id), Some(shift_id), Some(site_id)) => Some(Duty {
+            attendance_id,
+            shift_id,
+            site_id,
+            on_break: row.get::<_, Option<bool>>(3).unwrap_or(false),
+        }),
+        _ => None,
+    };
+    let last_fix = match (row.get(4), row.get(5), row.get(6)) {
+        (Some(ts), Some(lat), Some(lon)) => Some(LastFix { ts, lat, lon }),
+        _ => None,
+    };
     Ok(LoadedState {
         duty,
         last_fix,
-        violated,
-        last_seq,
+        violated: row.get(7),
+        last_seq: row.get(8),
     })
 }
 
