@@ -524,42 +524,46 @@ pub async fn copy_ceiling(
     agents: &[Uuid],
     rows: usize,
 ) -> Result<f64, tokio_postgres::Error> {
-    use tokio_postgres::{binary_copy::BinaryCopyInWriter, types::Type};
-    let types = [
-        Type::UUID,
-        Type::UUID,
-        Type::UUID,
-        Type::INT8,
-        Type::TEXT,
-        Type::FLOAT8,
-        Type::FLOAT8,
-        Type::FLOAT4,
-        Type::TIMESTAMPTZ,
-    ];
+    use crate::ingest::writer::{COPY_COLUMNS, COPY_TYPES};
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
     let device = Uuid::new_v4();
     let base_seq: i64 = 1 << 40;
     let started = Instant::now();
     let tx = db.transaction().await?;
+    // The daemon's own COPY statement and column types, rows interleaved across agents as the
+    // daemon's batches are: the same work minus the daemon.
     let sink = tx
-        .copy_in("COPY location_tracking (id, agent_id, device_id, seq, event_type, lat, lon, accuracy_m, \"timestamp\") FROM STDIN BINARY")
+        .copy_in(&format!(
+            "COPY location_tracking ({COPY_COLUMNS}) FROM STDIN BINARY"
+        ))
         .await?;
-    let writer = BinaryCopyInWriter::new(sink, &types);
+    let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     futures_util::pin_mut!(writer);
     let now = chrono::Utc::now();
+    let no_uuid: Option<Uuid> = None;
+    let no_f32: Option<f32> = None;
+    let no_text: Option<&str> = None;
     for i in 0..rows {
         let agent = agents[i % agents.len()];
         writer
             .as_mut()
             .write(&[
-                &Uuid::now_v7(),
                 &agent,
+                &no_uuid,
                 &device,
                 &(base_seq + i as i64),
                 &"position",
                 &6.13f64,
                 &1.22f64,
-                &6.0f32,
+                &Some(6.0f32),
+                &no_f32,
+                &Some(1.2f32),
+                &no_f32,
+                &Some(80i16),
                 &now,
+                &true,
+                &no_text,
+                &no_uuid,
             ])
             .await?;
     }

@@ -157,8 +157,12 @@ async fn reload(pool: &Pool) -> Result<Reloaded, String> {
     let agents: Vec<Uuid> = duties.iter().map(|d| d.0).collect();
     let fixes = client
         .query(
-            "SELECT DISTINCT ON (agent_id) agent_id, lat, lon, \"timestamp\" FROM location_tracking
-             WHERE agent_id = ANY($1) AND is_trusted AND lat IS NOT NULL ORDER BY agent_id, \"timestamp\" DESC",
+            // Per agent, read backwards along the primary key (agent_id, seq): never a scan of
+            // the whole history.
+            "SELECT a.id, f.lat, f.lon, f.\"timestamp\" FROM unnest($1::uuid[]) AS a(id)
+             CROSS JOIN LATERAL (SELECT lat, lon, \"timestamp\" FROM location_tracking
+                                 WHERE agent_id = a.id AND is_trusted AND lat IS NOT NULL
+                                 ORDER BY seq DESC LIMIT 1) f",
             &[&agents],
         )
         .await

@@ -165,12 +165,11 @@ async fn insert_ledger(
     let fix = ev.fix.as_ref();
     let row = tx
         .query_opt(
-            "INSERT INTO location_tracking (id, agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m,
+            "INSERT INTO location_tracking (agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m,
                  altitude_m, speed_mps, heading_deg, battery_pct, \"timestamp\", site_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (agent_id, seq) DO NOTHING RETURNING 1",
             &[
-                &Uuid::now_v7(),
                 &ctx.agent_id,
                 &l.shift_id,
                 &ctx.device_id,

@@ -33,7 +33,6 @@ use crate::configuration::WriterSettings;
 /// One row of `location_tracking` written by COPY.
 #[derive(Debug, Clone)]
 pub struct PositionRow {
-    pub id: Uuid,
     pub agent_id: Uuid,
     pub shift_id: Option<Uuid>,
     pub device_id: Uuid,
@@ -85,12 +84,13 @@ pub struct WriterHandle {
     pub health: Arc<WriterHealth>,
 }
 
-const COPY_COLUMNS: &str =
-    "id, agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m, altitude_m, \
+/// The columns every batch writes (also used by the load benchmark's COPY ceiling).
+pub(crate) const COPY_COLUMNS: &str =
+    "agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m, altitude_m, \
      speed_mps, heading_deg, battery_pct, \"timestamp\", is_trusted, untrusted_reason, site_id";
 
-const COPY_TYPES: [Type; 17] = [
-    Type::UUID,
+/// Binary COPY types of `COPY_COLUMNS`, in order.
+pub(crate) const COPY_TYPES: [Type; 16] = [
     Type::UUID,
     Type::UUID,
     Type::UUID,
@@ -324,7 +324,6 @@ async fn copy_rows(
         writer
             .as_mut()
             .write(&[
-                &r.id,
                 &r.agent_id,
                 &r.shift_id,
                 &r.device_id,

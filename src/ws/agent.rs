@@ -275,7 +275,6 @@ impl AgentSocket {
             }
         }
         PositionRow {
-            id: Uuid::now_v7(),
             agent_id: self.agent_id,
             shift_id: self.duty.map(|d| d.shift_id),
             device_id: self.device_id,
@@ -604,7 +603,7 @@ async fn load_state(pool: &deadpool_postgres::Pool, agent_id: Uuid) -> Result<Lo
                  WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK') AND s.site_id IS NOT NULL),
              fix AS (
                  SELECT \"timestamp\" AS ts, lat, lon FROM location_tracking
-                 WHERE agent_id = $1 AND is_trusted AND lat IS NOT NULL ORDER BY \"timestamp\" DESC LIMIT 1)
+                 WHERE agent_id = $1 AND is_trusted AND lat IS NOT NULL ORDER BY seq DESC LIMIT 1)
              SELECT (SELECT id FROM duty), (SELECT shift_id FROM duty), (SELECT site_id FROM duty),
                     (SELECT on_break FROM duty), (SELECT ts FROM fix), (SELECT lat FROM fix), (SELECT lon FROM fix),
                     EXISTS (SELECT 1 FROM geofence_violations v, duty

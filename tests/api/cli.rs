@@ -36,6 +36,10 @@ async fn migrate_applies_reports_status_is_idempotent_and_resets_only_with_yes()
         stdout.contains("applied 20250619104915 add_performance_indexes"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("applied 20261126100000 location_tracking_ingest_layout"),
+        "{stdout}"
+    );
 
     let (code, stdout, _) = run(&["migrate", "status"]);
     assert_eq!(code, Some(0));
@@ -76,7 +80,11 @@ async fn migrate_applies_reports_status_is_idempotent_and_resets_only_with_yes()
 
     let (code, stdout, stderr) = run(&["migrate", "reset", "--yes"]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stdout.contains("2 migrations applied"), "{stdout}");
+    let total = migrate::embedded().len();
+    assert!(
+        stdout.contains(&format!("{total} migrations applied")),
+        "{stdout}"
+    );
     let client = connect(&url).await;
     let left: i64 = client
         .query_one("SELECT count(*) FROM system_configurations", &[])
@@ -85,7 +93,7 @@ async fn migrate_applies_reports_status_is_idempotent_and_resets_only_with_yes()
         .get(0);
     assert_eq!(left, 0, "reset drops the data");
     let (_, stdout, _) = run(&["migrate", "status"]);
-    assert_eq!(stdout.matches(" applied ").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches(" applied ").count(), total, "{stdout}");
 }
 
 #[test]

@@ -157,7 +157,11 @@ fn migrate_status_on_the_embedded_default_starts_and_stops_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches(" pending ").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches(" pending ").count(),
+        bahinlink::storage::migrate::embedded().len(),
+        "{stdout}"
+    );
     assert!(
         !postgres_running(&data_dir),
         "migrate left the embedded server running"

@@ -159,8 +159,8 @@ async fn migrations_create_exactly_the_seed_schema() {
     let versions: Vec<i64> = migrate::embedded().iter().map(|m| m.version).collect();
     assert_eq!(
         versions.len(),
-        2,
-        "two migrations, mirroring the seed's two"
+        3,
+        "the seed's two migrations, then the measured location_tracking layout"
     );
 
     // Migration 1 alone, then migration 2: the second creates at least 40 indexes,
@@ -169,7 +169,9 @@ async fn migrations_create_exactly_the_seed_schema() {
         .await
         .unwrap();
     let before = index_names(&client).await;
-    migrate::apply(&mut client, None).await.unwrap();
+    migrate::apply(&mut client, Some(versions[1]))
+        .await
+        .unwrap();
     let after = index_names(&client).await;
     let created: BTreeSet<_> = after.difference(&before).cloned().collect();
     assert!(
@@ -199,6 +201,45 @@ async fn migrations_create_exactly_the_seed_schema() {
         after.contains("attendance_open_agent_idx"),
         "open attendance per agent"
     );
+
+    // Migration 3 re-lays location_tracking for ingest and keeps every seed index name.
+    migrate::apply(&mut client, None).await.unwrap();
+    let after = index_names(&client).await;
+    for name in SEED_INDEXES {
+        assert!(
+            after.contains(name),
+            "seed index {name} gone after migration 3"
+        );
+    }
+    let key: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+             WHERE i.indrelid = 'location_tracking'::regclass AND i.indisprimary
+               AND i.indexrelid = 'location_tracking_agent_id_idx'::regclass
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        key,
+        ["agent_id", "seq"],
+        "the event identity is the primary key"
+    );
+    let lt_btrees: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'location_tracking'
+               AND indexdef LIKE '%USING btree%' AND indexdef NOT LIKE '% WHERE %'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lt_btrees, 1, "one full B-tree on the hottest insert path");
 
     // Exactly the 23 tables, the bookkeeping table aside.
     let tables: BTreeSet<String> = client
@@ -288,7 +329,13 @@ async fn migrations_create_exactly_the_seed_schema() {
         )
         .await
         .unwrap();
-    assert_eq!(pks.len(), 23, "one single-column primary key per table");
+    // location_tracking's key is (agent_id, seq), checked above; every other table has a
+    // single-column UUID key.
+    let pks: Vec<_> = pks
+        .into_iter()
+        .filter(|r| r.get::<_, String>(0) != "location_tracking")
+        .collect();
+    assert_eq!(pks.len(), 22, "one single-column primary key per table");
     for pk in &pks {
         let table: String = pk.get(0);
         assert_eq!(pk.get::<_, String>(1), "uuid", "{table} primary key type");
@@ -416,9 +463,10 @@ async fn concurrent_migrators_apply_each_migration_once() {
     let mut b = connect(&url).await;
     let (ra, rb) = tokio::join!(migrate::apply(&mut a, None), migrate::apply(&mut b, None));
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    let total = migrate::embedded().len();
     assert_eq!(
         ra.len() + rb.len(),
-        2,
+        total,
         "each migration applied by exactly one of the two"
     );
     let recorded: i64 = a
@@ -426,7 +474,7 @@ async fn concurrent_migrators_apply_each_migration_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(recorded, 2);
+    assert_eq!(recorded, total as i64);
     let status = migrate::status(&a).await.unwrap();
     assert!(
         status
@@ -455,4 +503,66 @@ async fn an_edited_applied_migration_is_refused() {
     );
     let reason = migrate::not_current_reason(&client).await.unwrap();
     assert!(reason.is_some_and(|r| r.contains("modified")));
+}
+
+#[actix_web::test]
+async fn deleting_an_agent_deletes_its_location_history_and_only_its() {
+    // location_tracking has no per-row foreign key (it costs a parent row lock per inserted
+    // row); a statement trigger keeps ON DELETE CASCADE.
+    let url = fresh_database(true).await;
+    let client = connect(&url).await;
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let agent: uuid::Uuid = client
+            .query_one(
+                "WITH u AS (INSERT INTO users (email, password_hash, role, first_name, last_name)
+                            VALUES ($1, 'x', 'AGENT', 'A', 'B') RETURNING id)
+                 INSERT INTO agents (user_id, employee_id) SELECT id, $1 FROM u RETURNING id",
+                &[&format!("cascade{i}@example.test")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .execute(
+                "INSERT INTO location_tracking (agent_id, device_id, seq, lat, lon, \"timestamp\")
+                 SELECT $1, $1, s, 6.1, 1.2, now() FROM generate_series(1, 5) s",
+                &[&agent],
+            )
+            .await
+            .unwrap();
+        agents.push(agent);
+    }
+    client
+        .execute("DELETE FROM agents WHERE id = $1", &[&agents[0]])
+        .await
+        .unwrap();
+    let count = |agent: uuid::Uuid| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM location_tracking WHERE agent_id = $1",
+                    &[&agent],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(count(agents[0]).await, 0, "deleted agent's history is gone");
+    assert_eq!(count(agents[1]).await, 5, "other agents keep theirs");
+    // Exactly-once still rests on the key.
+    let dup = client
+        .execute(
+            "INSERT INTO location_tracking (agent_id, device_id, seq, lat, lon, \"timestamp\")
+             VALUES ($1, $1, 3, 6.1, 1.2, now())",
+            &[&agents[1]],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        dup.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
 }
