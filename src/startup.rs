@@ -23,6 +23,8 @@ pub struct AppState {
     pub geofences: Arc<crate::geofence::GeofenceIndex>,
     /// The batching writer of positions.
     pub writer: crate::ingest::writer::WriterHandle,
+    /// Restores connecting sessions' state in batches.
+    pub(crate) restorer: actix::Addr<crate::ingest::restore::SessionRestorer>,
     /// The registry of connected agents.
     pub hub: actix::Addr<crate::ingest::hub::AgentHub>,
     /// Field events for the dispatcher and consoles.
@@ -83,6 +85,8 @@ impl Application {
         let writer =
             crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
         let hub = actix::Actor::start(crate::ingest::hub::AgentHub::default());
+        let restorer =
+            actix::Actor::start(crate::ingest::restore::SessionRestorer::new(pool.clone()));
         let live = crate::ingest::live::bus(4096);
         let positions = tokio::sync::broadcast::channel(16384).0;
         let dispatcher = actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
@@ -107,6 +111,7 @@ impl Application {
             device_revocations: tokio::sync::broadcast::channel(1024).0,
             geofences: geofences.clone(),
             writer: writer.clone(),
+            restorer,
             hub: hub.clone(),
             live: live.clone(),
             positions: positions.clone(),

@@ -123,6 +123,10 @@ pub struct EventWriter {
     timer: Option<SpawnHandle>,
     /// Batches being written now.
     in_flight: usize,
+    /// Connections kept between batches: the writer never queues for a pool connection
+    /// behind REST requests or a reconnect storm once it has its own (at most
+    /// `settings.connections`).
+    idle: Vec<deadpool_postgres::Object>,
     /// Shared health and queue depth.
     health: Arc<WriterHealth>,
 }
@@ -140,6 +144,7 @@ impl EventWriter {
             buffered_rows: 0,
             timer: None,
             in_flight: 0,
+            idle: Vec::new(),
             health: health.clone(),
         };
         WriterHandle {
@@ -186,12 +191,14 @@ impl EventWriter {
         self.in_flight += 1;
         let pool = self.pool.clone();
         let health = self.health.clone();
+        let conn = self.idle.pop();
         let fut = async move {
-            write_until_committed(&pool, &batch, &health).await;
-            batch
+            let conn = write_until_committed(&pool, conn, &batch, &health).await;
+            (batch, conn)
         };
-        ctx.spawn(fut.into_actor(self).map(move |batch, act, ctx| {
+        ctx.spawn(fut.into_actor(self).map(move |(batch, conn), act, ctx| {
             act.in_flight -= 1;
+            act.idle.push(conn);
             let rows: usize = batch.iter().map(|s| s.rows.len()).sum();
             act.health.queued.fetch_sub(rows, Ordering::Relaxed);
             metrics::gauge!("writer_queued_rows")
@@ -238,56 +245,74 @@ impl Handler<FlushNow> for EventWriter {
     }
 }
 
-/// Writes one batch, retrying (with backoff, up to 5 s apart) until it commits.
-async fn write_until_committed(pool: &Pool, batch: &[Submit], health: &WriterHealth) {
+/// Writes one batch, retrying (with backoff, up to 5 s apart) until it commits; returns the
+/// connection that committed it, for the next batch.
+async fn write_until_committed(
+    pool: &Pool,
+    mut conn: Option<deadpool_postgres::Object>,
+    batch: &[Submit],
+    health: &WriterHealth,
+) -> deadpool_postgres::Object {
     let rows: Vec<&PositionRow> = batch.iter().flat_map(|s| s.rows.iter()).collect();
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match write_batch(pool, &rows).await {
-            Ok(path) => {
-                metrics::histogram!("writer_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("writer_batch_rows").record(rows.len() as f64);
-                metrics::counter!("writer_rows_committed_total", "path" => path)
-                    .increment(rows.len() as u64);
-                let mut failing = health.failing.lock().expect("writer health lock");
-                if let Some((since, _)) = failing.take() {
-                    tracing::info!(
-                        outage_s = since.elapsed().as_secs_f64(),
-                        "event writer recovered"
-                    );
+        let client = match conn.take().filter(|c| !c.is_closed()) {
+            Some(client) => Ok(client),
+            None => pool
+                .get()
+                .await
+                .map_err(|e| format!("database unavailable: {e}")),
+        };
+        // On failure the connection is dropped: it may be the broken part.
+        let error = match client {
+            Ok(mut client) => match write_batch(&mut client, &rows).await {
+                Ok(path) => {
+                    committed(health, path, rows.len(), started);
+                    return client;
                 }
-                return;
-            }
-            Err(e) => {
-                metrics::counter!("writer_batch_failures_total").increment(1);
-                {
-                    let mut failing = health.failing.lock().expect("writer health lock");
-                    if failing.is_none() {
-                        tracing::error!(error = %e, rows = rows.len(), "event writer cannot commit; retrying");
-                        *failing = Some((Instant::now(), e.clone()));
-                    } else if let Some((_, reason)) = failing.as_mut() {
-                        *reason = e;
-                    }
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        metrics::counter!("writer_batch_failures_total").increment(1);
+        {
+            let mut failing = health.failing.lock().expect("writer health lock");
+            if failing.is_none() {
+                tracing::error!(error = %error, rows = rows.len(), "event writer cannot commit; retrying");
+                *failing = Some((Instant::now(), error));
+            } else if let Some((_, reason)) = failing.as_mut() {
+                *reason = error;
             }
         }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Records a committed batch (and the end of an outage).
+fn committed(health: &WriterHealth, path: &'static str, rows: usize, started: Instant) {
+    metrics::histogram!("writer_commit_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("writer_batch_rows").record(rows as f64);
+    metrics::counter!("writer_rows_committed_total", "path" => path).increment(rows as u64);
+    let mut failing = health.failing.lock().expect("writer health lock");
+    if let Some((since, _)) = failing.take() {
+        tracing::info!(
+            outage_s = since.elapsed().as_secs_f64(),
+            "event writer recovered"
+        );
     }
 }
 
 /// One attempt: fast path, then the de-duplicating path if a resend collides.
-async fn write_batch(pool: &Pool, rows: &[&PositionRow]) -> Result<&'static str, String> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| format!("database unavailable: {e}"))?;
-    match copy_rows(&mut client, rows, false).await {
+async fn write_batch(
+    client: &mut deadpool_postgres::Object,
+    rows: &[&PositionRow],
+) -> Result<&'static str, String> {
+    match copy_rows(client, rows, false).await {
         Ok(()) => Ok("copy"),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            copy_rows(&mut client, rows, true)
+            copy_rows(client, rows, true)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok("dedup")

@@ -20,6 +20,7 @@ use crate::{
         hub::{Register, SessionCommand, Unregister},
         live::LiveEvent,
         protocol::{parse_frame, DeviceEvent, EventKind, RejectCode, Rejection, ServerFrame},
+        restore::Restore,
         session::{
             check_event, side_of, trust, Duty, FenceTransition, FenceWatch, LastFix, TokenBucket,
         },
@@ -447,10 +448,9 @@ impl Actor for AgentSocket {
         });
         // Restore what the agent was doing (after a reconnect or a daemon restart) before any
         // event is processed, then greet the device.
-        let pool = self.state.pool.clone();
-        let agent_id = self.agent_id;
-        let load = async move { load_state(&pool, agent_id).await };
+        let load = self.state.restorer.send(Restore(self.agent_id));
         ctx.wait(load.into_actor(self).map(|loaded, act, ctx| {
+            let loaded = loaded.unwrap_or_else(|e| Err(e.to_string()));
             let last_seq = match loaded {
                 Ok(state) => {
                     act.duty = state.duty;
@@ -584,60 +584,6 @@ impl Handler<SessionCommand> for AgentSocket {
     }
 }
 
-/// What a session restores when it starts.
-struct LoadedState {
-    duty: Option<Duty>,
-    last_fix: Option<LastFix>,
-    violated: bool,
-    last_seq: Option<i64>,
-}
-
-async fn load_state(pool: &deadpool_postgres::Pool, agent_id: Uuid) -> Result<LoadedState, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    // One round trip: sessions connect by the thousand after an outage or a restart.
-    let row = client
-        .query_one(
-            "WITH duty AS (
-                 SELECT a.id, a.shift_id, s.site_id, a.status = 'ON_BREAK' AS on_break
-                 FROM attendance a JOIN shifts s ON s.id = a.shift_id
-                 WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK') AND s.site_id IS NOT NULL),
-             fix AS (
-                 SELECT \"timestamp\" AS ts, lat, lon FROM location_tracking
-                 WHERE agent_id = $1 AND is_trusted AND lat IS NOT NULL ORDER BY seq DESC LIMIT 1)
-             SELECT (SELECT id FROM duty), (SELECT shift_id FROM duty), (SELECT site_id FROM duty),
-                    (SELECT on_break FROM duty), (SELECT ts FROM fix), (SELECT lat FROM fix), (SELECT lon FROM fix),
-                    EXISTS (SELECT 1 FROM geofence_violations v, duty
-                            WHERE v.agent_id = $1 AND v.site_id = duty.site_id AND v.resolved_at IS NULL),
-                    (SELECT max(seq) FROM location_tracking WHERE agent_id = $1)",
-            &[&agent_id],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let duty = match (
-        row.get::<_, Option<Uuid>>(0),
-        row.get::<_, Option<Uuid>>(1),
-        row.get::<_, Option<Uuid>>(2),
-    ) {
-        (Some(attendance_id), Some(shift_id), Some(site_id)) => Some(Duty {
-            attendance_id,
-            shift_id,
-            site_id,
-            on_break: row.get::<_, Option<bool>>(3).unwrap_or(false),
-        }),
-        _ => None,
-    };
-    let last_fix = match (row.get(4), row.get(5), row.get(6)) {
-        (Some(ts), Some(lat), Some(lon)) => Some(LastFix { ts, lat, lon }),
-        _ => None,
-    };
-    Ok(LoadedState {
-        duty,
-        last_fix,
-        violated: row.get(7),
-        last_seq: row.get(8),
-    })
-}
-
 /// Resolves a device token to (device id, agent id). Revoked, expired, unknown tokens, and
 /// those of deleted agents or inactive users are refused.
 async fn authenticate_device(
@@ -645,16 +591,19 @@ async fn authenticate_device(
     secret: &str,
 ) -> Result<(Uuid, Uuid), ApiError> {
     let client = pool.get().await?;
-    let row = client
-        .query_opt(
+    // Prepared once per pooled connection: devices connect by the thousand.
+    let statement = client
+        .prepare_cached(
             "UPDATE api_keys k SET last_used_at = now()
              FROM agents a JOIN users u ON u.id = a.user_id
              WHERE k.key_hash = $1 AND k.kind = 'DEVICE' AND k.revoked_at IS NULL
                AND (k.expires_at IS NULL OR k.expires_at > now())
                AND a.id = k.agent_id AND a.deleted_at IS NULL AND u.deleted_at IS NULL AND u.status = 'ACTIVE'
              RETURNING k.id, a.id",
-            &[&token::digest(secret)],
         )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&token::digest(secret)])
         .await?;
     row.map(|r| (r.get(0), r.get(1)))
         .ok_or_else(|| ApiError::Unauthorized("invalid, expired or revoked device token".into()))
