@@ -12,7 +12,12 @@
 //!
 //! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (30),
 //! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
-//! closed loop uses 8), LOADBENCH_JSON=1 for JSON lines.
+//! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
+//! loop and timed to the `dispatch` frame), LOADBENCH_JSON=1 for JSON lines.
+//!
+//! Every device clocks in on its shift (GPS) as its first event of the open loop, scans its
+//! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
+//! out (geofence exits); the dispatch frames are accepted with a `dispatch_reply`.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -73,6 +78,7 @@ fn main() {
     let rate: f64 = env("LOADBENCH_RATE", 1.0);
     let window: usize = env("LOADBENCH_WINDOW", 16);
     let batch: usize = env("LOADBENCH_BATCH", 1);
+    let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     loadgen::raise_fd_limit();
 
@@ -121,6 +127,7 @@ fn main() {
         }
         eprintln!("provisioning {agents} agents...");
         let devices = loadgen::provision(&db, agents).await.expect("provision");
+        let api_token = loadgen::provision_staff(&db).await.expect("provision staff");
         let ids: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();
         let pid = Some(server.0.id());
         let base = LoadOptions {
@@ -131,10 +138,14 @@ fn main() {
             window: None,
             source_addrs: 4,
             progress: !json,
+            clock_in: true,
+            emergencies,
+            api_token: Some(api_token),
         };
         let open = loadgen::run(&base, &devices, pid).await;
         print(&format!("open loop: {agents} agents x {rate} Hz"), &open, json);
-        let closed_opts = LoadOptions { window: Some(window), batch: 8, ..base.clone() };
+        // Agents stay on duty (clocked in during the open loop); no emergencies here.
+        let closed_opts = LoadOptions { window: Some(window), batch: 8, clock_in: false, emergencies: 0, ..base.clone() };
         let closed = loadgen::run(&closed_opts, &devices, pid).await;
         print(&format!("closed loop: {agents} agents, window {window}, batch 8"), &closed, json);
         let stored = loadgen::stored_rows(&db, &ids).await.expect("count rows");

@@ -27,6 +27,10 @@ pub struct Device {
     pub token: String,
     /// Centre of the site it patrols (lat, lon).
     pub home: (f64, f64),
+    /// The shift it clocks in on (at its site, running now).
+    pub shift_id: Uuid,
+    /// The QR checkpoint of its site, scanned now and then.
+    pub checkpoint: String,
 }
 
 /// How to load the server.
@@ -46,6 +50,15 @@ pub struct LoadOptions {
     pub source_addrs: usize,
     /// Live progress line on stderr.
     pub progress: bool,
+    /// Each device clocks in on its shift (GPS) as its first event: the agents go on duty,
+    /// so their positions carry a shift, their walks can leave the site's fence, and they
+    /// can be dispatched.
+    pub clock_in: bool,
+    /// Emergencies raised through the REST API during the run (spread over it), each timed
+    /// from the request to the `dispatch` frame on the chosen agent's socket.
+    pub emergencies: usize,
+    /// Session token (ADMIN) for the REST API; see `provision_staff`.
+    pub api_token: Option<String>,
 }
 
 /// What a run measured.
@@ -67,6 +80,13 @@ pub struct Report {
     pub server_cpu_percent: Option<f64>,
     pub server_rss_mib: Option<f64>,
     pub server_rss_per_agent_kib: Option<f64>,
+    /// Emergencies raised, and how many reached an agent's socket as a `dispatch` frame.
+    pub emergencies_raised: usize,
+    pub emergencies_dispatched: usize,
+    /// REST request sent → `dispatch` frame received, in ms.
+    pub emergency_p50_ms: Option<f64>,
+    pub emergency_p99_ms: Option<f64>,
+    pub emergency_max_ms: Option<f64>,
 }
 
 /// Shared counters and histograms of a run.
@@ -79,6 +99,8 @@ struct Shared {
     /// Events answered with an error frame (never acked).
     rejected: AtomicU64,
     connected: AtomicUsize,
+    /// When each emergency's `dispatch` frame reached a device.
+    dispatched: Mutex<HashMap<Uuid, Instant>>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -108,7 +130,21 @@ pub async fn provision(
             &[&client_id, &format!("Load site {i}"), &fence, &lat, &lon],
         )
         .await?;
-        homes.push((lat, lon));
+        let site_id: Uuid = db
+            .query_one(
+                "SELECT id FROM sites WHERE client_id = $1 AND name = $2",
+                &[&client_id, &format!("Load site {i}")],
+            )
+            .await?
+            .get(0);
+        let code = format!("BLQR-LOAD-{}-{i}", client_id.simple());
+        db.execute(
+            "INSERT INTO qr_codes (site_id, code, name, lat, lon, max_distance_m)
+             VALUES ($1, $2, 'Load checkpoint', $3, $4, 500)",
+            &[&site_id, &code, &lat, &lon],
+        )
+        .await?;
+        homes.push((lat, lon, site_id, code));
     }
     let run = Uuid::new_v4().simple().to_string();
     let mut devices = Vec::with_capacity(n);
@@ -144,16 +180,88 @@ pub async fn provision(
             .iter()
             .map(|r| (r.get::<_, Vec<u8>>(1), r.get::<_, Uuid>(0)))
             .collect();
+        let mut agent_ids = Vec::with_capacity(chunk.len());
+        let mut site_ids = Vec::with_capacity(chunk.len());
         for (k, t) in tokens.into_iter().enumerate() {
             let agent_id = by_hash[&t.hash];
+            let (lat, lon, site_id, code) = &homes[chunk[k] % homes.len()];
+            agent_ids.push(agent_id);
+            site_ids.push(*site_id);
             devices.push(Device {
                 agent_id,
                 token: t.secret,
-                home: homes[(chunk[k]) % homes.len()],
+                home: (*lat, *lon),
+                shift_id: Uuid::nil(),
+                checkpoint: code.clone(),
             });
+        }
+        // One shift per agent at its site, running from a few minutes ago for 8 hours.
+        let shifts = db
+            .query(
+                "INSERT INTO shifts (site_id, agent_id, start_time, end_time, status)
+                 SELECT s, a, now() - interval '5 minutes', now() + interval '8 hours', 'SCHEDULED'
+                 FROM unnest($1::uuid[], $2::uuid[]) AS x(a, s)
+                 RETURNING agent_id, id",
+                &[&agent_ids, &site_ids],
+            )
+            .await?;
+        let by_agent: HashMap<Uuid, Uuid> = shifts.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let first = devices.len() - chunk.len();
+        for d in &mut devices[first..] {
+            d.shift_id = by_agent[&d.agent_id];
         }
     }
     Ok(devices)
+}
+
+/// Creates an ADMIN user with a session token for the REST API (emergencies); returns the
+/// token.
+pub async fn provision_staff(db: &tokio_postgres::Client) -> Result<String, tokio_postgres::Error> {
+    let t = token::mint(TokenKind::Session);
+    db.execute(
+        "WITH u AS (INSERT INTO users (email, password_hash, role)
+                    VALUES ('loadgen-' || gen_random_uuid() || '@bahinlink.test', '!', 'ADMIN') RETURNING id)
+         INSERT INTO api_keys (kind, name, key_hash, key_prefix, user_id, expires_at)
+         SELECT 'SESSION', 'loadgen', $1, $2, u.id, now() + interval '1 day' FROM u",
+        &[&t.hash, &t.prefix],
+    )
+    .await?;
+    Ok(t.secret)
+}
+
+/// Raises `n` emergencies spread over `duration`, each at a random device's site; returns
+/// (emergency id, when the request was sent).
+async fn raise_emergencies(
+    opts: &LoadOptions,
+    devices: &[Device],
+    token: &str,
+) -> Vec<(Uuid, Instant)> {
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let url = format!("{}/api/v1/emergencies", opts.url.trim_end_matches('/'));
+    let every = opts.duration.div_f64(opts.emergencies.max(1) as f64 + 1.0);
+    let mut raised = Vec::with_capacity(opts.emergencies);
+    let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..opts.emergencies {
+        tokio::time::sleep(every).await;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let d = &devices[(rng % devices.len() as u64) as usize];
+        let body = serde_json::json!({"lat": d.home.0 + 0.001, "lon": d.home.1, "agents_needed": 1,
+            "priority": "CRITICAL", "description": "loadgen emergency"});
+        let sent = Instant::now();
+        let Ok(mut resp) = http.post(&url).bearer_auth(token).send_json(&body).await else {
+            continue;
+        };
+        if let Ok(v) = resp.json::<serde_json::Value>().await {
+            if let Some(id) = v["id"].as_str().and_then(|s| s.parse().ok()) {
+                raised.push((id, sent));
+            }
+        }
+    }
+    raised
 }
 
 /// Reads (CPU ticks, RSS KiB) of a process from /proc.
@@ -198,6 +306,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         errors: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
+        dispatched: Mutex::new(HashMap::new()),
     });
     let rss_before = server_pid.and_then(process_stats).map(|s| s.1);
     // Connect everyone first (a few hundred at a time), then start the clock.
@@ -227,6 +336,15 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     let cpu_before = server_pid.and_then(process_stats).map(|s| s.0);
     let started = Instant::now();
     let _ = start_tx.send(Some(started));
+    let emergencies = match (&opts.api_token, opts.emergencies) {
+        (Some(token), n) if n > 0 => {
+            let (opts, devices, token) = (opts.clone(), devices.to_vec(), token.clone());
+            Some(actix_web::rt::spawn(async move {
+                raise_emergencies(&opts, &devices, &token).await
+            }))
+        }
+        _ => None,
+    };
     // Progress, once a second.
     let mut last_acked = 0;
     // Send for the duration, then wait (at most a minute) for the acks still in flight, so
@@ -264,6 +382,21 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         .min(opts.duration.as_secs_f64())
         .max(0.001);
     let cpu_after = server_pid.and_then(process_stats).map(|s| s.0);
+    let raised = match emergencies {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut emergency = histogram();
+    {
+        let seen = shared.dispatched.lock().expect("dispatch map lock");
+        for (id, sent) in &raised {
+            if let Some(at) = seen.get(id) {
+                let _ = emergency.record(at.duration_since(*sent).as_micros().max(1) as u64);
+            }
+        }
+    }
+    let emergency_ms =
+        |q: f64| (!emergency.is_empty()).then(|| emergency.value_at_quantile(q) as f64 / 1000.0);
     for t in tasks {
         t.abort();
     }
@@ -299,6 +432,11 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
             }
             _ => None,
         },
+        emergencies_raised: raised.len(),
+        emergencies_dispatched: emergency.len() as usize,
+        emergency_p50_ms: emergency_ms(0.5),
+        emergency_p99_ms: emergency_ms(0.99),
+        emergency_max_ms: emergency_ms(1.0),
     }
 }
 
@@ -311,7 +449,15 @@ impl Report {
             self.mode, self.agents, self.connected, self.seconds, self.sent, self.acked, self.errors, self.acked_per_s,
             self.p50_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms,
             opt(self.server_cpu_percent, "%"), opt(self.server_rss_mib, "MiB"), opt(self.server_rss_per_agent_kib, "KiB"),
-        )
+        ) + &if self.emergencies_raised > 0 {
+            format!(
+                "emergencies        {} raised, {} dispatch frames received; REST → dispatch frame p50 {} p99 {} max {}\n",
+                self.emergencies_raised, self.emergencies_dispatched,
+                opt(self.emergency_p50_ms, "ms"), opt(self.emergency_p99_ms, "ms"), opt(self.emergency_max_ms, "ms"),
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -403,13 +549,22 @@ async fn device_task(
             return;
         }
     };
+    // Walks start inside the 300 m fence; one agent in 20 starts near its edge heading out,
+    // so that geofence exits (and violations) happen within a short run.
+    let heading = (i as f64) * 0.7;
+    let start_m = if i.is_multiple_of(20) {
+        292.0
+    } else {
+        (i % 7) as f64 * 30.0
+    };
     let mut walk = Walk {
-        lat: d.home.0,
-        lon: d.home.1,
-        heading: (i as f64) * 0.7,
+        lat: d.home.0 + start_m * heading.cos() / 111_320.0,
+        lon: d.home.1 + start_m * heading.sin() / 111_320.0,
+        heading,
         home: d.home,
         rng: 0x9E37_79B9 ^ i as u64,
     };
+    let clock_in_at = (walk.lat, walk.lon);
     let batch = opts.batch.max(1);
     let period = Duration::from_secs_f64(batch as f64 / opts.rate_hz.max(0.001));
     // Spread the first sends over one period so that agents do not all send at once.
@@ -418,6 +573,7 @@ async fn device_task(
     let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut unacked_times: HashMap<u64, Instant> = HashMap::new();
     let deadline = started + opts.duration;
+    let mut clocked_in = !opts.clock_in;
     loop {
         let can_send = Instant::now() < deadline
             && match opts.window {
@@ -440,8 +596,12 @@ async fn device_task(
                 let mut events = Vec::with_capacity(batch);
                 for _ in 0..batch {
                     let (lat, lon) = walk.step(1.0 / opts.rate_hz.max(0.001));
-                    let event = if seq.is_multiple_of(100) {
-                        serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": "BLQR-LOADGEN", "lat": lat, "lon": lon})
+                    let event = if !clocked_in {
+                        clocked_in = true;
+                        serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": d.shift_id,
+                            "method": "GPS", "lat": clock_in_at.0, "lon": clock_in_at.1, "accuracy_m": 5})
+                    } else if seq.is_multiple_of(100) {
+                        serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": d.checkpoint, "lat": lat, "lon": lon})
                     } else {
                         serde_json::json!({"type": "position", "seq": seq, "ts": now, "lat": lat, "lon": lon,
                             "accuracy_m": 6, "speed_mps": 1.4, "battery_pct": 80})
@@ -476,6 +636,19 @@ async fn device_task(
                                 }
                             }
                             shared.acked.fetch_add(n, Ordering::Relaxed);
+                        } else if v["type"] == "dispatch" {
+                            let Some(id) = v["emergency_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else { continue };
+                            shared.dispatched.lock().expect("dispatch map lock").entry(id).or_insert_with(Instant::now);
+                            // Accept, as a guard would (the reply is an event like any other).
+                            let reply = serde_json::json!({"type": "dispatch_reply", "seq": seq, "ts": chrono::Utc::now(),
+                                "emergency_id": id, "accept": true});
+                            unacked_times.insert(seq, Instant::now());
+                            pending.push_back((seq, Instant::now()));
+                            seq += 1;
+                            if sink.send(awc::ws::Message::Text(reply.to_string().into())).await.is_err() {
+                                return;
+                            }
+                            shared.sent.fetch_add(1, Ordering::Relaxed);
                         } else if v["type"] == "error" {
                             shared.errors.fetch_add(1, Ordering::Relaxed);
                             if let Some(s) = v["seq"].as_u64() {

@@ -40,6 +40,12 @@ pub struct LoadgenArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Do not clock the agents in on their shifts first (positions then carry no shift).
+    #[arg(long)]
+    pub no_clock_in: bool,
+    /// Emergencies to raise through the REST API during the run (timed to the dispatch frame).
+    #[arg(long, default_value_t = 0)]
+    pub emergencies: usize,
 }
 
 pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), CliError> {
@@ -63,6 +69,15 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
     let devices = loadgen::provision(&db, args.agents)
         .await
         .map_err(CliError::failed)?;
+    let api_token = if args.emergencies > 0 {
+        Some(
+            loadgen::provision_staff(&db)
+                .await
+                .map_err(CliError::failed)?,
+        )
+    } else {
+        None
+    };
     let opts = LoadOptions {
         url: args.url,
         rate_hz: args.rate,
@@ -71,6 +86,9 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         window: args.window,
         source_addrs: args.source_addrs,
         progress: !args.json,
+        clock_in: !args.no_clock_in,
+        emergencies: args.emergencies,
+        api_token,
     };
     let report = loadgen::run(&opts, &devices, args.server_pid).await;
     let agents: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();
