@@ -13,7 +13,8 @@
 //! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (30),
 //! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
-//! loop and timed to the `dispatch` frame), LOADBENCH_JSON=1 for JSON lines.
+//! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (5 s: latencies of events sent
+//! earlier are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
 //!
 //! Every device clocks in on its shift (GPS) as its first event of the open loop, scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
@@ -79,6 +80,7 @@ fn main() {
     let window: usize = env("LOADBENCH_WINDOW", 16);
     let batch: usize = env("LOADBENCH_BATCH", 1);
     let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
+    let warmup: u64 = env("LOADBENCH_WARMUP", 5);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     loadgen::raise_fd_limit();
 
@@ -126,8 +128,10 @@ fn main() {
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         }
         eprintln!("provisioning {agents} agents...");
-        let devices = loadgen::provision(&db, agents).await.expect("provision");
         let api_token = loadgen::provision_staff(&db).await.expect("provision staff");
+        let devices = loadgen::provision(&db, &format!("http://127.0.0.1:{port}"), &api_token, agents)
+            .await
+            .expect("provision");
         let ids: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();
         let pid = Some(server.0.id());
         let base = LoadOptions {
@@ -139,6 +143,7 @@ fn main() {
             source_addrs: 4,
             progress: !json,
             clock_in: true,
+            warmup: Duration::from_secs(warmup),
             emergencies,
             api_token: Some(api_token),
         };

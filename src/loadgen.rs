@@ -54,6 +54,9 @@ pub struct LoadOptions {
     /// so their positions carry a shift, their walks can leave the site's fence, and they
     /// can be dispatched.
     pub clock_in: bool,
+    /// Latencies of events sent in the first `warmup` of the run are not recorded (clock-ins
+    /// and the connection storm of thousands of devices; the throughput counts them).
+    pub warmup: Duration,
     /// Emergencies raised through the REST API during the run (spread over it), each timed
     /// from the request to the `dispatch` frame on the chosen agent's socket.
     pub emergencies: usize,
@@ -107,43 +110,56 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Creates `n` agents with device tokens (and a client with 12 circle sites around Lomé)
-/// straight in the database; returns the devices.
+/// Creates `n` agents with device tokens and shifts straight in the database, and a client
+/// with 12 circle sites around Lomé, each with a QR checkpoint. The sites are created through
+/// the running daemon's REST API (`url`, ADMIN `api_token`) so that its geofence index knows
+/// them. Returns the devices.
 pub async fn provision(
     db: &tokio_postgres::Client,
+    url: &str,
+    api_token: &str,
     n: usize,
-) -> Result<Vec<Device>, tokio_postgres::Error> {
+) -> Result<Vec<Device>, String> {
+    let http = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let sites_url = format!("{}/api/v1/sites", url.trim_end_matches('/'));
+    let db_err = |e: tokio_postgres::Error| e.to_string();
     let client_id: Uuid = db
         .query_one(
             "INSERT INTO clients (company_name) VALUES ('Load test ' || now()::text) RETURNING id",
             &[],
         )
-        .await?
+        .await
+        .map_err(db_err)?
         .get(0);
     let mut homes = Vec::new();
     for i in 0..12 {
         let (lat, lon) = (6.12 + (i / 4) as f64 * 0.02, 1.16 + (i % 4) as f64 * 0.03);
-        let fence = serde_json::json!({"type": "Circle", "center": [lon, lat], "radius_m": 300});
-        db.execute(
-            "INSERT INTO sites (client_id, name, geofence, geofence_shape, center_lat, center_lon, radius_m)
-             VALUES ($1, $2, $3, 'CIRCLE', $4, $5, 300)",
-            &[&client_id, &format!("Load site {i}"), &fence, &lat, &lon],
-        )
-        .await?;
-        let site_id: Uuid = db
-            .query_one(
-                "SELECT id FROM sites WHERE client_id = $1 AND name = $2",
-                &[&client_id, &format!("Load site {i}")],
-            )
-            .await?
-            .get(0);
+        let body = serde_json::json!({"client_id": client_id, "name": format!("Load site {i}"),
+            "geofence": {"type": "Circle", "center": [lon, lat], "radius_m": 300}});
+        let mut resp = http
+            .post(&sites_url)
+            .bearer_auth(api_token)
+            .send_json(&body)
+            .await
+            .map_err(|e| format!("create site: {e}"))?;
+        let created: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("create site: {e}"))?;
+        let site_id: Uuid = created["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("create site: unexpected answer {created}"))?;
         let code = format!("BLQR-LOAD-{}-{i}", client_id.simple());
         db.execute(
             "INSERT INTO qr_codes (site_id, code, name, lat, lon, max_distance_m)
              VALUES ($1, $2, 'Load checkpoint', $3, $4, 500)",
             &[&site_id, &code, &lat, &lon],
         )
-        .await?;
+        .await
+        .map_err(db_err)?;
         homes.push((lat, lon, site_id, code));
     }
     let run = Uuid::new_v4().simple().to_string();
@@ -175,7 +191,8 @@ pub async fn provision(
                  RETURNING agent_id, key_hash",
                 &[&emails, &employee, &hashes, &prefixes],
             )
-            .await?;
+            .await
+            .map_err(db_err)?;
         let by_hash: HashMap<Vec<u8>, Uuid> = rows
             .iter()
             .map(|r| (r.get::<_, Vec<u8>>(1), r.get::<_, Uuid>(0)))
@@ -204,7 +221,8 @@ pub async fn provision(
                  RETURNING agent_id, id",
                 &[&agent_ids, &site_ids],
             )
-            .await?;
+            .await
+            .map_err(db_err)?;
         let by_agent: HashMap<Uuid, Uuid> = shifts.iter().map(|r| (r.get(0), r.get(1))).collect();
         let first = devices.len() - chunk.len();
         for d in &mut devices[first..] {
@@ -408,6 +426,10 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         mode: match opts.window {
             Some(w) => format!("closed loop, window {w}, batch {}", opts.batch),
             None => format!("open loop, {} Hz, batch {}", opts.rate_hz, opts.batch),
+        } + &if opts.warmup.is_zero() {
+            String::new()
+        } else {
+            format!("; latency after a {} s warm-up", opts.warmup.as_secs())
         },
         agents: devices.len(),
         connected,
@@ -574,6 +596,7 @@ async fn device_task(
     let mut unacked_times: HashMap<u64, Instant> = HashMap::new();
     let deadline = started + opts.duration;
     let mut clocked_in = !opts.clock_in;
+    let measure_from = started + opts.warmup;
     loop {
         let can_send = Instant::now() < deadline
             && match opts.window {
@@ -630,7 +653,9 @@ async fn device_task(
                             for s in v["seqs"].as_array().into_iter().flatten().filter_map(|s| s.as_u64()) {
                                 if let Some(at) = unacked_times.remove(&s) {
                                     let micros = now.duration_since(at).as_micros().max(1) as u64;
-                                    let _ = shared.total.lock().expect("histogram lock").record(micros);
+                                    if at >= measure_from {
+                                        let _ = shared.total.lock().expect("histogram lock").record(micros);
+                                    }
                                     let _ = shared.interval.lock().expect("histogram lock").record(micros);
                                     n += 1;
                                 }

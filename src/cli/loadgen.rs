@@ -43,6 +43,9 @@ pub struct LoadgenArgs {
     /// Do not clock the agents in on their shifts first (positions then carry no shift).
     #[arg(long)]
     pub no_clock_in: bool,
+    /// Seconds at the start whose latencies are not recorded (clock-ins, connection storm).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
     /// Emergencies to raise through the REST API during the run (timed to the dispatch frame).
     #[arg(long, default_value_t = 0)]
     pub emergencies: usize,
@@ -66,18 +69,15 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         .await
         .map_err(CliError::failed)?;
     eprintln!("provisioning {} agents with device tokens...", args.agents);
-    let devices = loadgen::provision(&db, args.agents)
+    // An ADMIN session: the sites are created through the daemon's API (so that its geofence
+    // index knows them) and the emergencies are raised through it.
+    let api_token = loadgen::provision_staff(&db)
         .await
         .map_err(CliError::failed)?;
-    let api_token = if args.emergencies > 0 {
-        Some(
-            loadgen::provision_staff(&db)
-                .await
-                .map_err(CliError::failed)?,
-        )
-    } else {
-        None
-    };
+    let devices = loadgen::provision(&db, &args.url, &api_token, args.agents)
+        .await
+        .map_err(CliError::Failed)?;
+    let api_token = (args.emergencies > 0).then_some(api_token);
     let opts = LoadOptions {
         url: args.url,
         rate_hz: args.rate,
@@ -87,6 +87,7 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         source_addrs: args.source_addrs,
         progress: !args.json,
         clock_in: !args.no_clock_in,
+        warmup: Duration::from_secs(args.warmup),
         emergencies: args.emergencies,
         api_token,
     };
