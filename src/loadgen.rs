@@ -144,10 +144,8 @@ pub async fn provision(
             .send_json(&body)
             .await
             .map_err(|e| format!("create site: {e}"))?;
-        let created: serde_json::Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("create site: {e}"))?;
+        let created: serde_json::Value =
+            resp.json().await.map_err(|e| format!("create site: {e}"))?;
         let site_id: Uuid = created["id"]
             .as_str()
             .and_then(|s| s.parse().ok())

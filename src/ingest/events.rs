@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::{
@@ -21,6 +21,7 @@ use crate::{
         protocol::{DeviceEvent, EventKind, Fix, RejectCode, Rejection, ServerFrame},
         session::{metres, side_of, Duty, FenceSide},
     },
+    storage::cached::CachedQuery,
 };
 
 /// What an event needs to know about its session.
@@ -76,7 +77,7 @@ pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failur
         .map_err(|e| Failure::Storage(format!("database unavailable: {e}")))?;
     let seq = ev.seq as i64;
     let seen = client
-        .query_opt(
+        .q_opt(
             "SELECT 1 FROM location_tracking WHERE agent_id = $1 AND seq = $2",
             &[&ctx.agent_id, &seq],
         )
@@ -164,7 +165,7 @@ async fn insert_ledger(
 ) -> Result<bool, Failure> {
     let fix = ev.fix.as_ref();
     let row = tx
-        .query_opt(
+        .q_opt(
             "INSERT INTO location_tracking (agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m,
                  altitude_m, speed_mps, heading_deg, battery_pct, \"timestamp\", site_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
@@ -205,7 +206,7 @@ async fn replay(
         _ => return Ok(outcome),
     };
     let row = client
-        .query_opt(
+        .q_opt(
             "SELECT id, shift_id, verified FROM attendance WHERE agent_id = $1 AND $2 = ANY(event_seqs)",
             &[&ctx.agent_id, &(ev.seq as i64)],
         )
@@ -278,7 +279,7 @@ async fn prove(
                 ),
             };
             let row = tx
-                .query_opt(
+                .q_opt(
                     "SELECT id, lat, lon, max_distance_m::float8 FROM qr_codes
                      WHERE code = $1 AND checkpoint_type = $2 AND site_id = $3 AND is_active AND deleted_at IS NULL
                        AND (expires_at IS NULL OR expires_at > now())",
@@ -366,7 +367,7 @@ async fn record_validation(
         return Ok(());
     };
     let distance = side.1.is_finite().then_some(side.1);
-    tx.execute(
+    tx.exec(
         "INSERT INTO geofence_validations (agent_id, site_id, shift_id, attendance_id, validation_type, method, result,
              is_valid, lat, lon, accuracy_m, distance_m, event_seq, validated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7::text::\"GeofenceResult\", $8, $9, $10, $11, $12::float8, $13, $14)",
@@ -411,7 +412,7 @@ pub async fn record_refused_clock(ctx: &EventCtx, ev: &DeviceEvent) {
         return;
     };
     let Ok(Some(row)) = client
-        .query_opt(
+        .q_opt(
             "SELECT site_id FROM shifts WHERE id = $1 AND agent_id = $2",
             &[&shift_id, &ctx.agent_id],
         )
@@ -463,7 +464,7 @@ async fn clock_in(
     tag_uid: Option<&str>,
 ) -> Result<(Outcome, Ledger), Failure> {
     let shift = tx
-        .query_opt(
+        .q_opt(
             "SELECT agent_id, site_id, start_time, end_time, status::text FROM shifts WHERE id = $1 AND deleted_at IS NULL",
             &[&shift_id],
         )
@@ -508,7 +509,7 @@ async fn clock_in(
         ));
     }
     let open = tx
-        .query_opt("SELECT shift_id FROM attendance WHERE agent_id = $1 AND status IN ('CLOCKED_IN', 'ON_BREAK')", &[&ctx.agent_id])
+        .q_opt("SELECT shift_id FROM attendance WHERE agent_id = $1 AND status IN ('CLOCKED_IN', 'ON_BREAK')", &[&ctx.agent_id])
         .await?;
     if let Some(r) = open {
         let on: Uuid = r.get(0);
@@ -521,7 +522,7 @@ async fn clock_in(
     let proof = prove(tx, ctx, ev, site_id, method, code, tag_uid).await?;
     let fix = ev.fix.as_ref();
     let attendance_id: Uuid = tx
-        .query_one(
+        .q_one(
             "INSERT INTO attendance (shift_id, agent_id, status, clock_in_time, clock_in_method, clock_in_lat, clock_in_lon,
                  clock_in_accuracy_m, qr_code_id, verified, needs_review, event_seqs)
              VALUES ($1, $2, 'CLOCKED_IN', $3, $4, $5, $6, $7, $8, $9, $10, ARRAY[$11::bigint]) RETURNING id",
@@ -541,7 +542,7 @@ async fn clock_in(
         )
         .await?
         .get(0);
-    tx.execute("UPDATE shifts SET status = 'IN_PROGRESS' WHERE id = $1 AND status IN ('SCHEDULED', 'CONFIRMED')", &[&shift_id])
+    tx.exec("UPDATE shifts SET status = 'IN_PROGRESS' WHERE id = $1 AND status IN ('SCHEDULED', 'CONFIRMED')", &[&shift_id])
         .await?;
     if let Some(side) = proof.side {
         record_validation(
@@ -609,7 +610,7 @@ async fn open_attendance(
     agent_id: Uuid,
 ) -> Result<Option<OpenAttendance>, Failure> {
     let row = tx
-        .query_opt(
+        .q_opt(
             "SELECT a.id, a.shift_id, s.site_id, a.status::text, a.clock_in_time, a.break_started_at, a.total_break_minutes::float8
              FROM attendance a JOIN shifts s ON s.id = a.shift_id
              WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK') FOR UPDATE OF a",
@@ -661,7 +662,7 @@ async fn clock_out(
     let worked_hours = ((minutes_between(clock_in, ev.ts) - breaks) / 60.0).max(0.0);
     let fix = ev.fix.as_ref();
     let verified: bool = tx
-        .query_one(
+        .q_one(
             "UPDATE attendance SET status = 'CLOCKED_OUT', clock_out_time = $2, clock_out_method = $3, clock_out_lat = $4,
                  clock_out_lon = $5, clock_out_accuracy_m = $6, total_break_minutes = $7::float8, total_hours = $8::float8,
                  break_started_at = NULL, verified = verified AND $9, needs_review = needs_review OR $10,
@@ -683,7 +684,7 @@ async fn clock_out(
         )
         .await?
         .get(0);
-    tx.execute(
+    tx.exec(
         "UPDATE shifts SET status = 'COMPLETED' WHERE id = $1 AND status = 'IN_PROGRESS'",
         &[&on_shift],
     )
@@ -757,7 +758,7 @@ async fn breaks(
         (false, _) => "CLOCKED_IN",
     };
     let verified: bool = if starting {
-        tx.query_one(
+        tx.q_one(
             "UPDATE attendance SET status = 'ON_BREAK', break_started_at = $2, event_seqs = event_seqs || $3::bigint
              WHERE id = $1 RETURNING verified",
             &[&attendance_id, &ev.ts, &(ev.seq as i64)],
@@ -766,7 +767,7 @@ async fn breaks(
         .get(0)
     } else {
         let total = break_minutes + break_started.map_or(0.0, |b| minutes_between(b, ev.ts));
-        tx.query_one(
+        tx.q_one(
             "UPDATE attendance SET status = 'CLOCKED_IN', break_started_at = NULL, total_break_minutes = $2::float8,
                  event_seqs = event_seqs || $3::bigint
              WHERE id = $1 RETURNING verified",
@@ -823,7 +824,7 @@ async fn scan(
         CheckpointType::QrCode => raw.chars().take(256).collect(),
     };
     let row = tx
-        .query_opt(
+        .q_opt(
             "SELECT id, site_id, lat, lon, max_distance_m::float8,
                     is_active AND deleted_at IS NULL AND (expires_at IS NULL OR expires_at > now())
              FROM qr_codes WHERE code = $1 AND checkpoint_type = $2",
@@ -861,7 +862,7 @@ async fn scan(
     };
     let valid = result == "valid";
     let shift_id = ctx.duty.map(|d| d.shift_id);
-    tx.execute(
+    tx.exec(
         "INSERT INTO qr_code_scans (qr_code_id, agent_id, site_id, shift_id, checkpoint_type, scanned_code, device_id, event_seq,
              lat, lon, accuracy_m, distance_m, is_valid, validation_result, scanned_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::float8, $13, $14, $15)",
@@ -940,7 +941,7 @@ async fn panic_alarm(
         })
     });
     let report_id: Uuid = tx
-        .query_one(
+        .q_one(
             "INSERT INTO reports (report_type, status, priority, title, description, agent_id, site_id, shift_id, client_id,
                  lat, lon, device_id, event_seq, occurred_at, submitted_at, data)
              VALUES ('EMERGENCY', 'SUBMITTED', 'CRITICAL', 'Panic alarm', $1, $2, $3, $4,
@@ -991,7 +992,7 @@ async fn dispatch_reply(
     accept: bool,
 ) -> Result<(Outcome, Ledger), Failure> {
     let known = tx
-        .query_opt(
+        .q_opt(
             "SELECT 1 FROM shift_assignments WHERE shift_id = $1 AND agent_id = $2 AND method = 'EMERGENCY_AUTO'",
             &[&emergency_id, &ctx.agent_id],
         )
