@@ -13,8 +13,8 @@
 //! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (30),
 //! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
-//! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (5 s: latencies of events sent
-//! earlier are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
+//! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (10 s: the devices clock in
+//! spread over it; latencies of events sent in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
 //!
 //! Every device clocks in on its shift (GPS) as its first event of the open loop, scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
@@ -80,7 +80,7 @@ fn main() {
     let window: usize = env("LOADBENCH_WINDOW", 16);
     let batch: usize = env("LOADBENCH_BATCH", 1);
     let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
-    let warmup: u64 = env("LOADBENCH_WARMUP", 5);
+    let warmup: u64 = env("LOADBENCH_WARMUP", 10);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     loadgen::raise_fd_limit();
 
@@ -111,7 +111,6 @@ fn main() {
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .env("DATABASE_URL", &url)
                 .env("RUST_LOG", "warn")
-                .env("BAHINLINK_DATABASE__POOL_SIZE", "16")
                 .env("BAHINLINK_INGEST__RATE_LIMIT_PER_S", "100000")
                 .env("BAHINLINK_INGEST__RATE_LIMIT_BURST", "100000")
                 .stdout(Stdio::null())

@@ -50,7 +50,8 @@ pub struct LoadOptions {
     pub source_addrs: usize,
     /// Live progress line on stderr.
     pub progress: bool,
-    /// Each device clocks in on its shift (GPS) as its first event: the agents go on duty,
+    /// Each device clocks in on its shift (GPS), at a moment spread over the warm-up: the
+    /// agents go on duty,
     /// so their positions carry a shift, their walks can leave the site's fence, and they
     /// can be dispatched.
     pub clock_in: bool,
@@ -595,6 +596,8 @@ async fn device_task(
     let deadline = started + opts.duration;
     let mut clocked_in = !opts.clock_in;
     let measure_from = started + opts.warmup;
+    // Clock-ins spread over the warm-up, as a shift change spreads over minutes.
+    let clock_in_at_time = started + opts.warmup.mul_f64((i % 1000) as f64 / 1000.0);
     loop {
         let can_send = Instant::now() < deadline
             && match opts.window {
@@ -617,7 +620,7 @@ async fn device_task(
                 let mut events = Vec::with_capacity(batch);
                 for _ in 0..batch {
                     let (lat, lon) = walk.step(1.0 / opts.rate_hz.max(0.001));
-                    let event = if !clocked_in {
+                    let event = if !clocked_in && Instant::now() >= clock_in_at_time {
                         clocked_in = true;
                         serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": d.shift_id,
                             "method": "GPS", "lat": clock_in_at.0, "lon": clock_in_at.1, "accuracy_m": 5})

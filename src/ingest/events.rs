@@ -68,11 +68,22 @@ fn reject(ev: &DeviceEvent, code: RejectCode, message: impl Into<String>) -> Fai
     Failure::Rejected(Rejection::new(Some(ev.seq), code, message))
 }
 
+/// How long a device event waits for a pool connection before it is refused as
+/// `storage_unavailable`.
+const EVENT_POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Processes one non-position event.
 pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failure> {
+    // A busy pool (a shift change: thousands of clock-ins in a few seconds) is not an outage:
+    // the event waits its turn longer than a REST request would, and the device's later
+    // events queue behind it. Only a pool that stays exhausted this long fails the event.
+    let timeouts = deadpool_postgres::Timeouts {
+        wait: Some(EVENT_POOL_WAIT),
+        ..ctx.pool.timeouts()
+    };
     let mut client = ctx
         .pool
-        .get()
+        .timeout_get(&timeouts)
         .await
         .map_err(|e| Failure::Storage(format!("database unavailable: {e}")))?;
     let seq = ev.seq as i64;
