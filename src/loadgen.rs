@@ -246,7 +246,8 @@ pub async fn provision_staff(db: &tokio_postgres::Client) -> Result<String, toki
     Ok(t.secret)
 }
 
-/// Raises `n` emergencies spread over `duration`, each at a random device's site; returns
+/// Raises `opts.emergencies` emergencies spread over the run after its warm-up, each next to
+/// a random device's site; returns
 /// (emergency id, when the request was sent).
 async fn raise_emergencies(
     opts: &LoadOptions,
@@ -257,7 +258,12 @@ async fn raise_emergencies(
         .timeout(Duration::from_secs(30))
         .finish();
     let url = format!("{}/api/v1/emergencies", opts.url.trim_end_matches('/'));
-    let every = opts.duration.div_f64(opts.emergencies.max(1) as f64 + 1.0);
+    // After the warm-up (the agents are on duty by then), spread over the rest of the run.
+    tokio::time::sleep(opts.warmup).await;
+    let every = opts
+        .duration
+        .saturating_sub(opts.warmup)
+        .div_f64(opts.emergencies.max(1) as f64 + 1.0);
     let mut raised = Vec::with_capacity(opts.emergencies);
     let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
     for _ in 0..opts.emergencies {
