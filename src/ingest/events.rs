@@ -72,18 +72,23 @@ fn reject(ev: &DeviceEvent, code: RejectCode, message: impl Into<String>) -> Fai
 /// `storage_unavailable`.
 const EVENT_POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A pooled connection for device-event work, waiting up to `EVENT_POOL_WAIT` for one.
+pub(crate) async fn event_connection(
+    pool: &Pool,
+) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+    let timeouts = deadpool_postgres::Timeouts {
+        wait: Some(EVENT_POOL_WAIT),
+        ..pool.timeouts()
+    };
+    pool.timeout_get(&timeouts).await
+}
+
 /// Processes one non-position event.
 pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failure> {
     // A busy pool (a shift change: thousands of clock-ins in a few seconds) is not an outage:
     // the event waits its turn longer than a REST request would, and the device's later
     // events queue behind it. Only a pool that stays exhausted this long fails the event.
-    let timeouts = deadpool_postgres::Timeouts {
-        wait: Some(EVENT_POOL_WAIT),
-        ..ctx.pool.timeouts()
-    };
-    let mut client = ctx
-        .pool
-        .timeout_get(&timeouts)
+    let mut client = event_connection(&ctx.pool)
         .await
         .map_err(|e| Failure::Storage(format!("database unavailable: {e}")))?;
     let seq = ev.seq as i64;

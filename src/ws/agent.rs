@@ -27,6 +27,7 @@ use crate::{
         writer::{Committed, PositionRow, Submit},
     },
     startup::AppState,
+    storage::cached::CachedQuery,
 };
 
 /// Monotonic connection numbers, so that the hub can tell a replaced session from its successor.
@@ -325,7 +326,8 @@ impl AgentSocket {
         });
         let live = self.state.live.clone();
         let write = async move {
-            let client = match pool.get().await {
+            // Waits for a connection as device events do: a busy pool is not an outage.
+            let client = match events::event_connection(&pool).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(%agent_id, error = %e, "geofence violation not recorded");
@@ -334,7 +336,7 @@ impl AgentSocket {
             };
             let result = match t {
                 FenceTransition::Exit { since, distance_m } => client
-                    .query_opt(
+                    .q_opt(
                         "INSERT INTO geofence_violations (agent_id, site_id, shift_id, violation_type, lat, lon, accuracy_m,
                              distance_m, started_at)
                          VALUES ($1, $2, $3, 'SITE_EXIT', $4, $5, $6, $7::float8, $8)
@@ -344,7 +346,7 @@ impl AgentSocket {
                     .await
                     .map(|row| (row.map(|r| r.get::<_, Uuid>(0)), "opened", since, distance_m)),
                 FenceTransition::Enter { at } => client
-                    .query_opt(
+                    .q_opt(
                         "UPDATE geofence_violations SET resolved_at = GREATEST($3, started_at), status = 'RESOLVED',
                              duration_s = GREATEST(0, extract(epoch FROM $3 - started_at))::int
                          WHERE agent_id = $1 AND site_id = $2 AND resolved_at IS NULL RETURNING id",
