@@ -10,11 +10,11 @@
 //!
 //! Then it checks that `location_tracking` holds exactly the acked events.
 //!
-//! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (60, warm-up included),
+//! Environment: LOADBENCH_AGENTS (default 10000), LOADBENCH_SECONDS (90, warm-up included),
 //! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
-//! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (30 s: the devices clock in
-//! spread over it, and emergencies are raised after it; latencies of events sent in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
+//! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (45 s: the devices clock in
+//! spread over its first 30 s, and emergencies are raised after it; latencies of events sent in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
 //!
 //! Every device clocks in on its shift (GPS) as its first event of the open loop, scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
@@ -75,12 +75,12 @@ fn main() {
         return;
     }
     let agents: usize = env("LOADBENCH_AGENTS", 10_000);
-    let seconds: u64 = env("LOADBENCH_SECONDS", 60);
+    let seconds: u64 = env("LOADBENCH_SECONDS", 90);
     let rate: f64 = env("LOADBENCH_RATE", 1.0);
     let window: usize = env("LOADBENCH_WINDOW", 16);
     let batch: usize = env("LOADBENCH_BATCH", 1);
     let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
-    let warmup: u64 = env("LOADBENCH_WARMUP", 30);
+    let warmup: u64 = env("LOADBENCH_WARMUP", 45);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     loadgen::raise_fd_limit();
 

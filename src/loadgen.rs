@@ -602,8 +602,9 @@ async fn device_task(
     let deadline = started + opts.duration;
     let mut clocked_in = !opts.clock_in;
     let measure_from = started + opts.warmup;
-    // Clock-ins spread over the warm-up, as a shift change spreads over minutes.
-    let clock_in_at_time = started + opts.warmup.mul_f64((i % 1000) as f64 / 1000.0);
+    // Clock-ins spread over the first two thirds of the warm-up (as a shift change spreads
+    // over minutes), so that their queue has drained when latencies start to count.
+    let clock_in_at_time = started + opts.warmup.mul_f64(2.0 / 3.0 * (i % 1000) as f64 / 1000.0);
     loop {
         let can_send = Instant::now() < deadline
             && match opts.window {

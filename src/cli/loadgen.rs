@@ -43,7 +43,8 @@ pub struct LoadgenArgs {
     /// Do not clock the agents in on their shifts first (positions then carry no shift).
     #[arg(long)]
     pub no_clock_in: bool,
-    /// Seconds at the start whose latencies are not recorded; the clock-ins spread over them.
+    /// Seconds at the start whose latencies are not recorded; the clock-ins spread over the
+    /// first two thirds of them.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
     /// Emergencies to raise through the REST API during the run (timed to the dispatch frame).
