@@ -14,9 +14,10 @@
 //! LOADBENCH_RATE (1), LOADBENCH_WINDOW (16), LOADBENCH_BATCH (1 open loop; the
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
 //! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (45 s: the devices clock in
-//! spread over its first 30 s, and emergencies are raised after it; latencies of events sent in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
+//! spread over its first 30 s, and emergencies are raised after it; latencies of events sent
+//! in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
 //!
-//! Every device clocks in on its shift (GPS) as its first event of the open loop, scans its
+//! Every device clocks in on its shift (GPS) during the open loop's warm-up, scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
 //! out (geofence exits); the dispatch frames are accepted with a `dispatch_reply`.
 

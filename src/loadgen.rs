@@ -702,10 +702,8 @@ async fn device_task(
                 }
             }
         }
-        if Instant::now() >= deadline && unacked_times.is_empty() {
-            // Stay connected (the server's memory figure counts us) until aborted.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
+        // After the deadline the device sends nothing more but stays connected and keeps
+        // reading (late acks, dispatch frames, pings) until the run aborts it.
     }
 }
 

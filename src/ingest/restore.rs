@@ -115,7 +115,10 @@ impl Handler<Restore> for SessionRestorer {
 
 /// One round trip for many agents; every agent asked for gets a row.
 async fn load_states(pool: &Pool, agents: &[Uuid]) -> Result<HashMap<Uuid, LoadedState>, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+    // Waits like device events do: a reconnect storm also queues device authentications.
+    let client = crate::ingest::events::event_connection(pool)
+        .await
+        .map_err(|e| e.to_string())?;
     let statement = client
         .prepare_cached(
             "SELECT a.id, d.attendance_id, d.shift_id, d.site_id, d.on_break, f.ts, f.lat, f.lon,

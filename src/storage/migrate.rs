@@ -284,14 +284,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_migrations_mirror_the_seed() {
+    fn embedded_migrations_are_the_seeds_two_then_the_ingest_layout() {
         let ms = embedded();
         let names: Vec<_> = ms.iter().map(|m| (m.version, m.name.as_str())).collect();
         assert_eq!(
             names,
             [
                 (20250619104237, "initial_security_workforce_schema"),
-                (20250619104915, "add_performance_indexes")
+                (20250619104915, "add_performance_indexes"),
+                (20261126100000, "location_tracking_ingest_layout")
             ]
         );
         assert!(ms.iter().all(|m| m.checksum.len() == 64));
