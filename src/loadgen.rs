@@ -672,6 +672,12 @@ async fn device_task(
                         } else if v["type"] == "dispatch" {
                             let Some(id) = v["emergency_id"].as_str().and_then(|s| s.parse::<Uuid>().ok()) else { continue };
                             shared.dispatched.lock().expect("dispatch map lock").entry(id).or_insert_with(Instant::now);
+                            if Instant::now() >= deadline {
+                                // Nothing is sent after the deadline: the lossless check counts
+                                // only what was sent in the run (the server times the
+                                // unanswered dispatch out).
+                                continue;
+                            }
                             // Accept, as a guard would (the reply is an event like any other).
                             let reply = serde_json::json!({"type": "dispatch_reply", "seq": seq, "ts": chrono::Utc::now(),
                                 "emergency_id": id, "accept": true});

@@ -58,6 +58,12 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
             "loadgen needs the daemon's database: set DATABASE_URL or --database-url".into(),
         ));
     }
+    if args.warmup >= args.duration {
+        return Err(CliError::Usage(format!(
+            "--warmup ({} s) must be shorter than --duration ({} s): latencies are recorded after it",
+            args.warmup, args.duration
+        )));
+    }
     if !(0.01..=1000.0).contains(&args.rate) || args.batch == 0 || args.agents == 0 {
         return Err(CliError::Usage(
             "--rate must be 0.01..1000, --batch and --agents at least 1".into(),

@@ -157,12 +157,15 @@ async fn reload(pool: &Pool) -> Result<Reloaded, String> {
     let agents: Vec<Uuid> = duties.iter().map(|d| d.0).collect();
     let fixes = client
         .query(
-            // Per agent, read backwards along the primary key (agent_id, seq): never a scan of
-            // the whole history.
-            "SELECT a.id, f.lat, f.lon, f.\"timestamp\" FROM unnest($1::uuid[]) AS a(id)
-             CROSS JOIN LATERAL (SELECT lat, lon, \"timestamp\" FROM location_tracking
-                                 WHERE agent_id = a.id AND is_trusted AND lat IS NOT NULL
-                                 ORDER BY seq DESC LIMIT 1) f",
+            // Per agent, the newest trusted fix by device time among its latest 64 read
+            // backwards along the primary key (agent_id, seq): never a scan of the history.
+            "SELECT a.id, f.lat, f.lon, f.ts FROM unnest($1::uuid[]) AS a(id)
+             CROSS JOIN LATERAL (
+                 SELECT lat, lon, ts FROM (
+                     SELECT lat, lon, \"timestamp\" AS ts FROM location_tracking
+                     WHERE agent_id = a.id AND is_trusted AND lat IS NOT NULL
+                     ORDER BY seq DESC LIMIT 64) recent
+                 ORDER BY ts DESC LIMIT 1) f",
             &[&agents],
         )
         .await

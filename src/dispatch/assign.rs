@@ -356,7 +356,14 @@ impl CandidateIndex {
                     Err(rule) => *excluded.entry(rule).or_insert(0) += 1,
                 }
             };
-        match s.location.filter(|_| rules.cost_per_km > 0.0) {
+        // Nearest-first pays off when many candidates qualify; a rare skill's few holders are
+        // cheaper to check directly (same answer either way).
+        let pool = self.skill_pool(s);
+        let by_distance = pool.len() * 4 > candidates.len();
+        match s
+            .location
+            .filter(|_| rules.cost_per_km > 0.0 && by_distance)
+        {
             Some((lat, lon)) => {
                 for &idx in &self.unlocated {
                     consider(idx, &mut best, &mut excluded);
@@ -377,7 +384,6 @@ impl CandidateIndex {
                 }
             }
             None => {
-                let pool = self.skill_pool(s);
                 if pool.len() < candidates.len() {
                     *excluded.entry(Rule::MissingSkill).or_insert(0) +=
                         candidates.len() - pool.len();

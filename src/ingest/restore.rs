@@ -22,13 +22,16 @@ use crate::ingest::session::{Duty, LastFix};
 const MAX_BATCH: usize = 1000;
 /// Batches running at once (each holds one pool connection).
 const MAX_IN_FLIGHT: usize = 2;
+/// How long one batch's query may run.
+const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a session restores when it starts.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadedState {
     /// The open attendance (shift and site), if the agent is on duty.
     pub duty: Option<Duty>,
-    /// The newest trusted fix, for the speed check and the dispatcher.
+    /// The newest trusted fix (by device time, among the latest 64 by `seq`), for the speed
+    /// check and the dispatcher.
     pub last_fix: Option<LastFix>,
     /// An unresolved site-exit violation is open for the duty site.
     pub violated: bool,
@@ -133,16 +136,23 @@ async fn load_states(pool: &Pool, agents: &[Uuid]) -> Result<HashMap<Uuid, Loade
                  WHERE att.agent_id = a.id AND att.status IN ('CLOCKED_IN', 'ON_BREAK') AND s.site_id IS NOT NULL
                  ORDER BY att.clock_in_time DESC LIMIT 1) d ON true
              LEFT JOIN LATERAL (
-                 -- Backwards along the primary key (agent_id, seq): the newest trusted fix.
-                 SELECT \"timestamp\" AS ts, lat, lon FROM location_tracking
-                 WHERE agent_id = a.id AND is_trusted AND lat IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1) f ON true",
+                 -- The newest trusted fix by device time, as a live session keeps it, among
+                 -- the agent's latest 64 read backwards along the primary key (agent_id, seq):
+                 -- bounded work however long the history (seq order is the device's order;
+                 -- only resent or buffered events arrive out of it).
+                 SELECT ts, lat, lon FROM (
+                     SELECT \"timestamp\" AS ts, lat, lon FROM location_tracking
+                     WHERE agent_id = a.id AND is_trusted AND lat IS NOT NULL
+                     ORDER BY seq DESC LIMIT 64) recent
+                 ORDER BY ts DESC LIMIT 1) f ON true",
         )
         .await
         .map_err(|e| e.to_string())?;
-    let rows = client
-        .query(&statement, &[&agents])
+    // A stuck query must not hold every connecting session: past this, the batch fails and
+    // its devices are told to come back (1013).
+    let rows = tokio::time::timeout(RESTORE_TIMEOUT, client.query(&statement, &[&agents]))
         .await
+        .map_err(|_| format!("session restore took more than {RESTORE_TIMEOUT:?}"))?
         .map_err(|e| e.to_string())?;
     let mut states = HashMap::with_capacity(rows.len());
     for row in rows {

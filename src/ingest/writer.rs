@@ -264,14 +264,18 @@ async fn write_until_committed(
                 .await
                 .map_err(|e| format!("database unavailable: {e}")),
         };
-        // On failure the connection is dropped: it may be the broken part.
         let error = match client {
             Ok(mut client) => match write_batch(&mut client, &rows).await {
                 Ok(path) => {
                     committed(health, path, rows.len(), started);
                     return client;
                 }
-                Err(e) => e,
+                Err(e) => {
+                    // The connection may be the broken part: take it out of the pool rather
+                    // than hand it back (a fresh one is made for the retry).
+                    drop(deadpool_postgres::Object::take(client));
+                    e
+                }
             },
             Err(e) => e,
         };

@@ -5,7 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::{
-    device::{field, position, Connect, Device, INSIDE, OUTSIDE},
+    control::make_agent,
+    device::{device_token, field, position, Connect, Device, INSIDE, OUTSIDE},
     helpers::{fresh_database, spawn_app, spawn_app_on, test_settings},
 };
 
@@ -503,4 +504,34 @@ async fn a_database_outage_delays_acks_loses_nothing_and_shows_in_readyz() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+}
+
+#[actix_web::test]
+async fn devices_reconnecting_together_each_get_their_own_state() {
+    // Sessions restore in batches (one query for many agents): each device must still get
+    // its own agent's last stored seq, and an agent with nothing stored gets null.
+    let app = spawn_app().await;
+    let f = field(&app).await;
+    let mut tokens = vec![f.token.clone()];
+    for _ in 0..4 {
+        let agent = make_agent(&app, &f.admin, &["patrol"]).await;
+        tokens.push(device_token(&app, &f.admin, agent).await.1);
+    }
+    // Agents 0..4 store seq 10, 20, 30, 40 (agent 4 stores nothing).
+    for (i, token) in tokens.iter().enumerate().take(4) {
+        let mut d = Device::connect(&app, token).await;
+        let seq = 10 * (i as u64 + 1);
+        d.send(position(seq, INSIDE.0, INSIDE.1, 0)).await;
+        d.ack(seq).await;
+    }
+    let devices =
+        futures_util::future::join_all(tokens.iter().map(|t| Device::connect(&app, t))).await;
+    let seen: Vec<Value> = devices
+        .iter()
+        .map(|d| d.hello["last_seq"].clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [json!(10), json!(20), json!(30), json!(40), Value::Null]
+    );
 }
