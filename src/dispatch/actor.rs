@@ -20,6 +20,7 @@ use crate::{
         hub::{AgentHub, SendToAgent},
         live::{LiveBus, LiveEvent, PositionUpdate},
     },
+    storage::cached::CachedQuery,
 };
 
 /// An emergency being staffed.
@@ -604,6 +605,9 @@ impl Handler<FieldEvent> for Dispatcher {
     }
 }
 
+/// Records an emergency (its EMERGENCY shift, the proposals and the agents' notifications) in
+/// one transaction, with statements prepared once per connection: this sits between the
+/// REST request and the `dispatch` frames.
 async fn record_emergency(
     pool: &Pool,
     id: Uuid,
@@ -614,7 +618,7 @@ async fn record_emergency(
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
     let first = sent.first().map(|d| d.agent_id);
-    tx.execute(
+    tx.exec(
         "INSERT INTO shifts (id, site_id, agent_id, start_time, end_time, shift_type, status, priority, location_lat,
              location_lon, description, created_by)
          VALUES ($1, $2, $3, now(), now() + make_interval(hours => $4), 'EMERGENCY', 'IN_PROGRESS', $5, $6, $7, $8, $9)",
@@ -627,20 +631,20 @@ async fn record_emergency(
 }
 
 async fn insert_proposals(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     id: Uuid,
     sent: &[Dispatched],
     by: Option<Uuid>,
 ) -> Result<(), String> {
     for d in sent {
-        tx.execute(
+        tx.exec(
             "INSERT INTO shift_assignments (shift_id, agent_id, assigned_by, method, status, distance_m, eta_s, reasons)
              VALUES ($1, $2, $3, 'EMERGENCY_AUTO', 'PROPOSED', $4::float8, $5, jsonb_build_object('rank', 'nearest available'))",
             &[&id, &d.agent_id, &by, &d.distance_m, &(d.eta_s as i32)],
         )
         .await
         .map_err(|e| e.to_string())?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO notifications (recipient_id, notification_type, priority, title, message, data, channels,
                  related_entity_type, related_entity_id, sent_at)
              SELECT a.user_id, 'EMERGENCY', s.priority, 'Emergency dispatch',
@@ -665,7 +669,7 @@ async fn record_step(
 ) -> Result<(), String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    tx.execute(
+    tx.exec(
         "UPDATE shift_assignments SET status = $3, responded_at = now()
          WHERE shift_id = $1 AND agent_id = $2 AND method = 'EMERGENCY_AUTO' AND status = 'PROPOSED'",
         &[&emergency_id, &agent_id, &status],
@@ -674,7 +678,7 @@ async fn record_step(
     .map_err(|e| e.to_string())?;
     if status != "ACCEPTED" {
         if let Some(d) = next.first() {
-            tx.execute(
+            tx.exec(
                 "UPDATE shifts SET agent_id = $2 WHERE id = $1 AND agent_id = $3",
                 &[&emergency_id, &d.agent_id, &agent_id],
             )
