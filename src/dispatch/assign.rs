@@ -279,7 +279,8 @@ struct CandidateIndex {
 }
 
 /// The k cheapest qualified candidates of one shift, cheapest first, and how many of the
-/// candidates looked at each rule excluded.
+/// candidates looked at each rule excluded (when the search stops early the farther ones are
+/// not counted, so an unfilled shift's reason gives partial counts).
 type Cheapest = (Vec<(usize, f64)>, std::collections::BTreeMap<Rule, usize>);
 
 /// A (total cost, candidate) pair ordered by cost, then candidate (deterministic ties).
