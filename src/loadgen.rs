@@ -91,6 +91,10 @@ pub struct Report {
     pub emergency_p50_ms: Option<f64>,
     pub emergency_p99_ms: Option<f64>,
     pub emergency_max_ms: Option<f64>,
+    /// Clock-ins acked, and seconds from the start to the last ack: sent spread over the first
+    /// two thirds of the warm-up, so a last ack much later means they queued.
+    pub clock_ins_acked: u64,
+    pub last_clock_in_ack_s: f64,
 }
 
 /// Shared counters and histograms of a run.
@@ -105,6 +109,9 @@ struct Shared {
     connected: AtomicUsize,
     /// When each emergency's `dispatch` frame reached a device.
     dispatched: Mutex<HashMap<Uuid, Instant>>,
+    /// Clock-ins acked, and when the last one was (ms after the start).
+    clock_ins_acked: AtomicU64,
+    last_clock_in_ack_ms: AtomicU64,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -330,6 +337,8 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         rejected: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
         dispatched: Mutex::new(HashMap::new()),
+        clock_ins_acked: AtomicU64::new(0),
+        last_clock_in_ack_ms: AtomicU64::new(0),
     });
     let rss_before = server_pid.and_then(process_stats).map(|s| s.1);
     // Connect everyone first (a few hundred at a time), then start the clock.
@@ -464,6 +473,8 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         emergency_p50_ms: emergency_ms(0.5),
         emergency_p99_ms: emergency_ms(0.99),
         emergency_max_ms: emergency_ms(1.0),
+        clock_ins_acked: shared.clock_ins_acked.load(Ordering::Relaxed),
+        last_clock_in_ack_s: shared.last_clock_in_ack_ms.load(Ordering::Relaxed) as f64 / 1000.0,
     }
 }
 
@@ -476,7 +487,14 @@ impl Report {
             self.mode, self.agents, self.connected, self.seconds, self.sent, self.acked, self.errors, self.acked_per_s,
             self.p50_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms,
             opt(self.server_cpu_percent, "%"), opt(self.server_rss_mib, "MiB"), opt(self.server_rss_per_agent_kib, "KiB"),
-        ) + &if self.emergencies_raised > 0 {
+        ) + &if self.clock_ins_acked > 0 {
+            format!(
+                "clock-ins          {} acked, the last {:.1} s after the start\n",
+                self.clock_ins_acked, self.last_clock_in_ack_s
+            )
+        } else {
+            String::new()
+        } + &if self.emergencies_raised > 0 {
             format!(
                 "emergencies        {} raised, {} dispatch frames received; REST → dispatch frame p50 {} p99 {} max {}\n",
                 self.emergencies_raised, self.emergencies_dispatched,
@@ -601,6 +619,7 @@ async fn device_task(
     let mut unacked_times: HashMap<u64, Instant> = HashMap::new();
     let deadline = started + opts.duration;
     let mut clocked_in = !opts.clock_in;
+    let mut clock_in_seq = None;
     let measure_from = started + opts.warmup;
     // Clock-ins spread over the first two thirds of the warm-up (as a shift change spreads
     // over minutes), so that their queue has drained when latencies start to count.
@@ -629,6 +648,7 @@ async fn device_task(
                     let (lat, lon) = walk.step(1.0 / opts.rate_hz.max(0.001));
                     let event = if !clocked_in && Instant::now() >= clock_in_at_time {
                         clocked_in = true;
+                        clock_in_seq = Some(seq);
                         serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": d.shift_id,
                             "method": "GPS", "lat": clock_in_at.0, "lon": clock_in_at.1, "accuracy_m": 5})
                     } else if seq.is_multiple_of(100) {
@@ -659,6 +679,11 @@ async fn device_task(
                             let now = Instant::now();
                             let mut n = 0;
                             for s in v["seqs"].as_array().into_iter().flatten().filter_map(|s| s.as_u64()) {
+                                if clock_in_seq == Some(s) {
+                                    shared.clock_ins_acked.fetch_add(1, Ordering::Relaxed);
+                                    let ms = now.duration_since(started).as_millis() as u64;
+                                    shared.last_clock_in_ack_ms.fetch_max(ms, Ordering::Relaxed);
+                                }
                                 if let Some(at) = unacked_times.remove(&s) {
                                     let micros = now.duration_since(at).as_micros().max(1) as u64;
                                     if at >= measure_from {
