@@ -461,15 +461,6 @@ pub async fn record_refused_clock(ctx: &EventCtx, ev: &DeviceEvent) {
     }
 }
 
-fn method_label(m: AttendanceMethod) -> &'static str {
-    match m {
-        AttendanceMethod::Gps => "GPS",
-        AttendanceMethod::QrCode => "QR_CODE",
-        AttendanceMethod::Manual => "MANUAL",
-        AttendanceMethod::Nfc => "NFC",
-    }
-}
-
 async fn clock_in(
     tx: &Transaction<'_>,
     ctx: &EventCtx,
@@ -575,7 +566,6 @@ async fn clock_in(
         )
         .await?;
     }
-    let _ = method_label(method);
     let frame = ServerFrame::Attendance {
         seq: ev.seq,
         status: "CLOCKED_IN",
