@@ -14,7 +14,7 @@ use crate::{
         auth::Caller,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, from_json, Page, SqlBuilder},
+        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{ClientStatus, UserRole},
@@ -229,14 +229,17 @@ pub async fn list(
     if let Some(text) = &q.q {
         w.push("c.company_name ILIKE '%' || {} || '%'", text.clone());
     }
-    let lp = w.param(limit);
-    let op = w.param(offset);
-    let sql = format!(
-        "SELECT to_jsonb(c), count(*) OVER () FROM clients c WHERE {} ORDER BY c.company_name, c.id LIMIT {lp} OFFSET {op}",
-        w.where_clause()
-    );
-    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
-    Ok(HttpResponse::Ok().json(Page::<Client>::from_rows(&rows, limit, offset)?))
+    let page: Page<Client> = fetch_page(
+        &state.pool,
+        "clients c",
+        "c",
+        w,
+        "c.company_name, c.id",
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One client (404 when it is not the caller's to see).
@@ -251,14 +254,8 @@ pub async fn get(
     let mut w = SqlBuilder::default();
     scope(&caller, &mut w)?;
     w.raw("c.deleted_at IS NULL");
-    w.push("c.id = {}", id);
-    let sql = format!(
-        "SELECT to_jsonb(c) FROM clients c WHERE {}",
-        w.where_clause()
-    );
-    let row = state.pool.get().await?.query_opt(&sql, &w.refs()).await?;
-    let row = row.ok_or_else(|| ApiError::not_found_id("client", id))?;
-    Ok(HttpResponse::Ok().json(from_json::<Client>(row.get(0))?))
+    let one: Client = fetch_one(&state.pool, "clients c", "c", w, "client", id).await?;
+    Ok(HttpResponse::Ok().json(one))
 }
 
 /// Changes a client (ADMIN, SUPERVISOR).

@@ -34,6 +34,51 @@ impl<T: DeserializeOwned> Page<T> {
     }
 }
 
+/// One page of `SELECT to_jsonb(<alias>) FROM <from> WHERE <filters> ORDER BY <order_by>`,
+/// with the total over all pages: the list endpoints' shared query.
+pub(crate) async fn fetch_page<T: DeserializeOwned>(
+    pool: &deadpool_postgres::Pool,
+    from: &str,
+    alias: &str,
+    mut filters: SqlBuilder,
+    order_by: &str,
+    limit: i64,
+    offset: i64,
+) -> Result<Page<T>, ApiError> {
+    let lp = filters.param(limit);
+    let op = filters.param(offset);
+    let sql = format!(
+        "SELECT to_jsonb({alias}), count(*) OVER () FROM {from} WHERE {} ORDER BY {order_by} LIMIT {lp} OFFSET {op}",
+        filters.where_clause()
+    );
+    let rows = pool.get().await?.query(&sql, &filters.refs()).await?;
+    Page::from_rows(&rows, limit, offset)
+}
+
+/// The row `id` of `SELECT to_jsonb(<alias>) FROM <from> WHERE <filters>` (the caller's scope
+/// and liveness), or 404 naming `what`: the get endpoints' shared query.
+pub(crate) async fn fetch_one<T: DeserializeOwned>(
+    pool: &deadpool_postgres::Pool,
+    from: &str,
+    alias: &str,
+    mut filters: SqlBuilder,
+    what: &str,
+    id: uuid::Uuid,
+) -> Result<T, ApiError> {
+    filters.push(&format!("{alias}.id = {{}}"), id);
+    let sql = format!(
+        "SELECT to_jsonb({alias}) FROM {from} WHERE {}",
+        filters.where_clause()
+    );
+    let row = pool
+        .get()
+        .await?
+        .query_opt(&sql, &filters.refs())
+        .await?
+        .ok_or_else(|| ApiError::not_found_id(what, id))?;
+    from_json(row.get(0))
+}
+
 /// Reads a typed value out of a row's JSON (the row as `to_jsonb`).
 pub fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(value)

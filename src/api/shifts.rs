@@ -15,7 +15,7 @@ use crate::{
         auth::Caller,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, from_json, Page, SqlBuilder},
+        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{Priority, ShiftStatus, ShiftType, UserRole},
@@ -275,14 +275,17 @@ pub async fn list(
     if q.unassigned == Some(true) {
         w.raw("s.agent_id IS NULL");
     }
-    let lp = w.param(limit);
-    let op = w.param(offset);
-    let sql = format!(
-        "SELECT to_jsonb(s), count(*) OVER () FROM shifts s WHERE {} ORDER BY s.start_time, s.id LIMIT {lp} OFFSET {op}",
-        w.where_clause()
-    );
-    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
-    Ok(HttpResponse::Ok().json(Page::<Shift>::from_rows(&rows, limit, offset)?))
+    let page: Page<Shift> = fetch_page(
+        &state.pool,
+        "shifts s",
+        "s",
+        w,
+        "s.start_time, s.id",
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One shift (404 when not the caller's to see).
@@ -297,19 +300,8 @@ pub async fn get(
     let mut w = SqlBuilder::default();
     scope(&caller, &mut w);
     w.raw("s.deleted_at IS NULL");
-    w.push("s.id = {}", id);
-    let sql = format!(
-        "SELECT to_jsonb(s) FROM shifts s WHERE {}",
-        w.where_clause()
-    );
-    let row = state
-        .pool
-        .get()
-        .await?
-        .query_opt(&sql, &w.refs())
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("shift", id))?;
-    Ok(HttpResponse::Ok().json(from_json::<Shift>(row.get(0))?))
+    let one: Shift = fetch_one(&state.pool, "shifts s", "s", w, "shift", id).await?;
+    Ok(HttpResponse::Ok().json(one))
 }
 
 /// Changes a shift (ADMIN, SUPERVISOR).

@@ -14,7 +14,7 @@ use crate::{
         auth::Caller,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, from_json, Page, SqlBuilder},
+        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
         validate,
     },
     domain::{
@@ -263,14 +263,17 @@ pub async fn list(
     if let Some(v) = &q.q {
         w.push("s.name ILIKE '%' || {} || '%'", v.clone());
     }
-    let lp = w.param(limit);
-    let op = w.param(offset);
-    let sql = format!(
-        "SELECT to_jsonb(s), count(*) OVER () FROM sites s WHERE {} ORDER BY s.name, s.id LIMIT {lp} OFFSET {op}",
-        w.where_clause()
-    );
-    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
-    Ok(HttpResponse::Ok().json(Page::<Site>::from_rows(&rows, limit, offset)?))
+    let page: Page<Site> = fetch_page(
+        &state.pool,
+        "sites s",
+        "s",
+        w,
+        "s.name, s.id",
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One site (404 when not the caller's to see).
@@ -285,16 +288,8 @@ pub async fn get(
     let mut w = SqlBuilder::default();
     scope(&caller, &mut w)?;
     w.raw("s.deleted_at IS NULL");
-    w.push("s.id = {}", id);
-    let sql = format!("SELECT to_jsonb(s) FROM sites s WHERE {}", w.where_clause());
-    let row = state
-        .pool
-        .get()
-        .await?
-        .query_opt(&sql, &w.refs())
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("site", id))?;
-    Ok(HttpResponse::Ok().json(from_json::<Site>(row.get(0))?))
+    let one: Site = fetch_one(&state.pool, "sites s", "s", w, "site", id).await?;
+    Ok(HttpResponse::Ok().json(one))
 }
 
 /// Changes a site (ADMIN, SUPERVISOR). A new geofence applies to the running daemon at once.

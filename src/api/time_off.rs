@@ -14,7 +14,7 @@ use crate::{
         auth::Caller,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
-        list::{from_json, Page, SqlBuilder},
+        list::{fetch_one, fetch_page, from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{TimeOffStatus, TimeOffType, UserRole},
@@ -164,14 +164,17 @@ pub async fn list(
     if let Some(v) = q.status {
         w.push("t.status = {}", v);
     }
-    let lp = w.param(limit);
-    let op = w.param(offset);
-    let sql = format!(
-        "SELECT to_jsonb(t), count(*) OVER () FROM time_off_requests t WHERE {} ORDER BY t.created_at DESC, t.id LIMIT {lp} OFFSET {op}",
-        w.where_clause()
-    );
-    let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
-    Ok(HttpResponse::Ok().json(Page::<TimeOffRequest>::from_rows(&rows, limit, offset)?))
+    let page: Page<TimeOffRequest> = fetch_page(
+        &state.pool,
+        "time_off_requests t",
+        "t",
+        w,
+        "t.created_at DESC, t.id",
+        limit,
+        offset,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// One request (404 when not the caller's to see).
@@ -186,19 +189,16 @@ pub async fn get(
     let mut w = SqlBuilder::default();
     scope(&caller, &mut w)?;
     w.raw("t.deleted_at IS NULL");
-    w.push("t.id = {}", id);
-    let sql = format!(
-        "SELECT to_jsonb(t) FROM time_off_requests t WHERE {}",
-        w.where_clause()
-    );
-    let row = state
-        .pool
-        .get()
-        .await?
-        .query_opt(&sql, &w.refs())
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("time-off request", id))?;
-    Ok(HttpResponse::Ok().json(from_json::<TimeOffRequest>(row.get(0))?))
+    let one: TimeOffRequest = fetch_one(
+        &state.pool,
+        "time_off_requests t",
+        "t",
+        w,
+        "time-off request",
+        id,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(one))
 }
 
 /// Moves a request to `next` if its current status allows; `reviewer` records who decided.
