@@ -34,11 +34,16 @@ use bahinlink::{
     },
 };
 
+/// A LOADBENCH_* setting: the default when unset; a value that does not parse stops the run
+/// naming it (a silently ignored typo would benchmark something else).
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Err(_) => default,
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("load benchmark: {name}={v:?} is not a valid value");
+            std::process::exit(2)
+        }),
+    }
 }
 
 fn free_port() -> u16 {
@@ -83,6 +88,18 @@ fn main() {
     let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
     let warmup: u64 = env("LOADBENCH_WARMUP", 45);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
+    if agents == 0
+        || window == 0
+        || batch == 0
+        || !(0.01..=1000.0).contains(&rate)
+        || warmup >= seconds
+    {
+        eprintln!(
+            "load benchmark: need LOADBENCH_AGENTS, _WINDOW, _BATCH >= 1, _RATE in 0.01..1000 and \
+             LOADBENCH_WARMUP < LOADBENCH_SECONDS"
+        );
+        std::process::exit(2);
+    }
     loadgen::raise_fd_limit();
 
     let dir = std::env::temp_dir().join(format!("bahinlink-load-{}", std::process::id()));

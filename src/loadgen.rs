@@ -272,6 +272,9 @@ async fn raise_emergencies(
         .saturating_sub(opts.warmup)
         .div_f64(opts.emergencies.max(1) as f64 + 1.0);
     let mut raised = Vec::with_capacity(opts.emergencies);
+    if devices.is_empty() {
+        return raised;
+    }
     let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
     for _ in 0..opts.emergencies {
         tokio::time::sleep(every).await;

@@ -58,6 +58,17 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
             "loadgen needs the daemon's database: set DATABASE_URL or --database-url".into(),
         ));
     }
+    if !(1..=250).contains(&args.source_addrs) {
+        return Err(CliError::Usage(format!(
+            "--source-addrs must be 1..250 (loopback addresses 127.0.0.1 ..), not {}",
+            args.source_addrs
+        )));
+    }
+    if args.window == Some(0) {
+        return Err(CliError::Usage(
+            "--window must be at least 1 (events unacked per agent)".into(),
+        ));
+    }
     if args.warmup >= args.duration {
         return Err(CliError::Usage(format!(
             "--warmup ({} s) must be shorter than --duration ({} s): latencies are recorded after it",

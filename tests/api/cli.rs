@@ -172,3 +172,25 @@ fn invalid_configuration_stops_start_up_naming_the_key() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn loadgen_refuses_bad_options_naming_them_before_touching_anything() {
+    for (args, named) in [
+        (&["--warmup", "30", "--duration", "20"][..], "--warmup"),
+        (&["--source-addrs", "300"][..], "--source-addrs"),
+        (&["--window", "0"][..], "--window"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate", "fast"][..], "--rate"),
+    ] {
+        let out = bahinlink()
+            .arg("loadgen")
+            .args(args)
+            // Never reached: options are checked first.
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
