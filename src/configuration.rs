@@ -62,6 +62,8 @@ pub struct DispatchSettings {
     pub cost_per_week_hour: f64,
     pub cost_per_overtime_hour: f64,
     pub cost_unfamiliar_site: f64,
+    /// How often pending panic dispatches are looked for (the safety net behind the bus).
+    pub panic_retry_ms: u64,
 }
 
 /// `[console]`
@@ -98,6 +100,9 @@ pub struct IngestSettings {
     pub checkpoint_max_distance_m: f64,
     /// Outgoing frames queued to one device before it is disconnected.
     pub max_outgoing_frames: usize,
+    /// A panic without a fix is placed at the session's last trusted fix when it is at most
+    /// this old, else at the duty site's centre (docs/protocol.md, "Panic").
+    pub panic_recent_fix_s: i64,
 }
 
 /// `[writer]`
@@ -136,6 +141,16 @@ pub struct AuthSettings {
     pub argon2_memory_kib: u32,
     /// argon2id passes.
     pub argon2_iterations: u32,
+    /// Login attempts one IP address may make per minute.
+    pub login_attempts_per_ip_per_min: u32,
+    /// Login attempts on one account (known or not) per minute.
+    pub login_attempts_per_account_per_min: u32,
+    /// Consecutive failed logins that lock an account (known or not).
+    pub lockout_after_failures: u32,
+    /// How long a lockout lasts.
+    pub lockout_s: u64,
+    /// Password hashes computed at once; further logins wait (up to 5 s, then 429).
+    pub max_concurrent_hashes: usize,
 }
 
 impl AuthSettings {
@@ -176,6 +191,9 @@ pub struct DatabaseSettings {
     pub connect_timeout_s: u64,
     /// Whether `serve` applies pending migrations at start.
     pub migrate_on_start: bool,
+    /// PEM file of the CA the server's certificate must chain to (with `sslmode=require`);
+    /// empty: encrypted without checking the certificate.
+    pub tls_ca_file: String,
     /// The embedded cluster, used when `url` is empty.
     pub embedded: EmbeddedSettings,
 }
@@ -194,6 +212,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_s", &self.connect_timeout_s)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("embedded", &self.embedded)
             .finish()
     }
@@ -402,7 +421,45 @@ impl Settings {
                 "between 1 and 100",
             ));
         }
+        let auth_checks: [(&str, bool, &str); 5] = [
+            (
+                "auth.login_attempts_per_ip_per_min",
+                (1..=100_000).contains(&a.login_attempts_per_ip_per_min),
+                "between 1 and 100000",
+            ),
+            (
+                "auth.login_attempts_per_account_per_min",
+                (1..=10_000).contains(&a.login_attempts_per_account_per_min),
+                "between 1 and 10000",
+            ),
+            (
+                "auth.lockout_after_failures",
+                (1..=1000).contains(&a.lockout_after_failures),
+                "between 1 and 1000",
+            ),
+            (
+                "auth.lockout_s",
+                (1..=86_400).contains(&a.lockout_s),
+                "between 1 and 86400 seconds",
+            ),
+            (
+                "auth.max_concurrent_hashes",
+                (1..=256).contains(&a.max_concurrent_hashes),
+                "between 1 and 256",
+            ),
+        ];
+        for (key, ok, rule) in auth_checks {
+            if !ok {
+                return Err(ConfigError::invalid(key, rule));
+            }
+        }
         let i = &self.ingest;
+        if !(1..=86_400).contains(&i.panic_recent_fix_s) {
+            return Err(ConfigError::invalid(
+                "ingest.panic_recent_fix_s",
+                "between 1 and 86400",
+            ));
+        }
         let checks: [(&str, bool, &str); 11] = [
             (
                 "ingest.max_frame_bytes",
@@ -566,6 +623,12 @@ impl Settings {
                 "a number >= 0",
             ),
         ];
+        if !(50..=60_000).contains(&d.panic_retry_ms) {
+            return Err(ConfigError::invalid(
+                "dispatch.panic_retry_ms",
+                "between 50 and 60000",
+            ));
+        }
         for (key, ok, rule) in dispatch_checks {
             if !ok {
                 return Err(ConfigError::invalid(key, rule));

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod changes;
 pub mod cli;
 pub mod configuration;
 pub mod dispatch;

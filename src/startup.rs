@@ -19,6 +19,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// argon2 hash verified against when a login names an unknown email (equal timing).
     pub decoy_hash: std::sync::OnceLock<String>,
+    /// Login throttling, lockouts and the bound on concurrent password hashes.
+    pub login_throttle: crate::auth::throttle::LoginThrottle,
     /// Every active site's geofence, for lock-free lookups on the event path.
     pub geofences: Arc<crate::geofence::GeofenceIndex>,
     /// The batching writer of positions.
@@ -33,6 +35,8 @@ pub struct AppState {
     pub positions: tokio::sync::broadcast::Sender<crate::ingest::live::PositionUpdate>,
     /// The dispatcher actor.
     pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
+    /// Writes geofence violations, retrying each until it is committed.
+    pub violations: crate::ingest::violations::ViolationWriter,
     /// Announces revoked device tokens (api_keys.id) so that live connections using them
     /// are closed at once.
     pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
@@ -89,7 +93,7 @@ impl Application {
             actix::Actor::start(crate::ingest::restore::SessionRestorer::new(pool.clone()));
         let live = crate::ingest::live::bus(4096);
         let positions = tokio::sync::broadcast::channel(16384).0;
-        let dispatcher = actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
+        let dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher> = actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
             pool.clone(),
             settings.dispatch.clone(),
             hub.clone(),
@@ -99,15 +103,42 @@ impl Application {
         let geofences = Arc::new(crate::geofence::GeofenceIndex::default());
         match geofences.load_all(&pool).await {
             Ok(n) => tracing::info!(sites = n, "geofence index loaded"),
-            // The database may still be coming up (readyz says so); sites are re-read as
-            // they change, and a reload can be triggered later.
+            // The database may still be coming up: /readyz answers 503 until the change
+            // feed's first connection loads the index (retried until it succeeds).
             Err(e) => tracing::warn!(error = %e, "geofence index not loaded at start-up"),
+        }
+        let violations = crate::ingest::violations::ViolationWriter::start(pool.clone(), live.clone());
+        // The database's change feed keeps the caches true to changes made elsewhere.
+        if settings.database.url.is_empty() {
+            tracing::warn!("no database URL given to the application: no change feed");
+        } else {
+            match (
+                crate::storage::pool::pg_config(&settings.database.url, &settings.database),
+                crate::storage::tls::connector(&settings.database),
+            ) {
+                (Ok(config), Ok(tls)) => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    actix::spawn(crate::storage::listen::run(config, tls, tx));
+                    actix::spawn(crate::changes::apply_feed(
+                        rx,
+                        crate::changes::Caches {
+                            pool: pool.clone(),
+                            geofences: geofences.clone(),
+                            dispatcher: dispatcher.clone(),
+                            hub: hub.clone(),
+                        },
+                    ));
+                }
+                (Err(e), _) => tracing::error!(error = %e, "no change feed"),
+                (_, Err(e)) => tracing::error!(error = %e, "no change feed"),
+            }
         }
         let state = web::Data::new(AppState {
             pool,
             metrics: observability::prometheus(),
             settings: settings.clone(),
             decoy_hash: std::sync::OnceLock::new(),
+            login_throttle: crate::auth::throttle::LoginThrottle::new(&settings.auth),
             device_revocations: tokio::sync::broadcast::channel(1024).0,
             geofences: geofences.clone(),
             writer: writer.clone(),
@@ -115,7 +146,8 @@ impl Application {
             hub: hub.clone(),
             live: live.clone(),
             positions: positions.clone(),
-            dispatcher,
+            dispatcher: dispatcher.clone(),
+            violations,
         });
         // Revoked device tokens close the sessions using them.
         let mut revoked = state.device_revocations.subscribe();

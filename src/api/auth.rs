@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::{
     api::{error::ApiError, extract::ApiJson},
     auth::{
-        password::{decoy_hash, verify_password},
+        password::{decoy_hash, is_verifiable, verify_password},
+        throttle::Refusal,
         token::{self, TokenKind},
     },
     domain::enums::{UserRole, UserStatus},
@@ -193,10 +194,20 @@ pub struct LoginResponse {
 
 const WRONG_CREDENTIALS: &str = "invalid email or password";
 
+/// Longest wait for a hashing slot before a login is refused as too many at once.
+const HASH_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Exchanges email and password for a session token.
+///
+/// Throttled per IP and per account before any work, and locked after consecutive failures
+/// (unknown emails alike); the password is verified with no database connection held, in a
+/// bounded number of concurrent hashes, and against a decoy hash when the account is unknown
+/// or has no password, so every refusal costs the same.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = crate::api::error::ErrorBody),
-              (status = 403, description = "account suspended or disabled")))]
+              (status = 403, description = "account suspended or disabled"),
+              (status = 429, body = crate::api::error::ErrorBody,
+               description = "too many attempts from this address or on this account, or the account is locked; see Retry-After")))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -205,41 +216,85 @@ pub async fn login(
     if body.email.len() > 254 || body.password.len() > 1024 {
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     }
-    let client = state.pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT u.id, u.password_hash, u.status, to_jsonb(u) || jsonb_build_object('agent_id', a.id)
-             FROM users u LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL
-             WHERE lower(u.email) = lower($1) AND u.deleted_at IS NULL",
-            &[&body.email],
-        )
-        .await?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    let throttle = &state.login_throttle;
+    if let Err(refusal) = throttle.check(peer, &body.email, std::time::Instant::now()) {
+        metrics::counter!("auth_login_throttled_total").increment(1);
+        let message = match refusal {
+            Refusal::IpRate { .. } => "too many login attempts from this address; try again later",
+            Refusal::AccountRate { .. } => "too many login attempts on this account; try again later",
+            Refusal::Locked { .. } => "too many failed logins on this account; it is locked for a while",
+        };
+        return Err(ApiError::TooManyAttempts {
+            message: message.into(),
+            retry_after_s: refusal.retry_after_s(),
+        });
+    }
+    // The connection goes back to the pool before any hashing.
+    let row = {
+        let client = state.pool.get().await?;
+        client
+            .query_opt(
+                "SELECT u.id, u.password_hash, u.status, to_jsonb(u) || jsonb_build_object('agent_id', a.id) AS user_json
+                 FROM users u LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL
+                 WHERE lower(u.email) = lower($1) AND u.deleted_at IS NULL",
+                &[&body.email],
+            )
+            .await?
+    };
     let cost = state.settings.auth.hash_cost();
-    // Verify against a decoy when the email is unknown: same work, same answer.
-    let stored = match &row {
-        Some(r) => r.get::<_, String>(1),
+    // Unknown accounts, and accounts without a usable password (agents working with device
+    // tokens only), are verified against a decoy: the same work, the same answer.
+    let stored = row
+        .as_ref()
+        .and_then(|r| r.try_get::<_, Option<String>>("password_hash").ok().flatten())
+        .filter(|h| is_verifiable(h));
+    let real = stored.is_some();
+    let stored = match stored {
+        Some(h) => h,
         None => state.decoy_hash.get_or_init(|| decoy_hash(cost)).clone(),
     };
+    let permit = tokio::time::timeout(HASH_SLOT_WAIT, throttle.hashes.acquire())
+        .await
+        .map_err(|_| ApiError::TooManyAttempts {
+            message: "too many logins at once; try again shortly".into(),
+            retry_after_s: 1,
+        })?
+        .map_err(|e| ApiError::Internal(format!("hash slots closed: {e}")))?;
     let password = body.password;
-    let matches = web::block(move || verify_password(&password, &stored)).await?;
-    let failed_user = if matches {
-        None
-    } else {
-        row.as_ref().map(|r| r.get::<_, Uuid>(0))
-    };
+    let matches = web::block(move || verify_password(&password, &stored)).await? && real;
+    drop(permit);
+    let known_id = row.as_ref().and_then(|r| r.try_get::<_, Uuid>("id").ok());
     let Some(row) = row.filter(|_| matches) else {
-        if let Some(id) = failed_user {
-            client
-                .execute(
-                    "UPDATE users SET failed_login_count = failed_login_count + 1 WHERE id = $1",
-                    &[&id],
-                )
-                .await?;
+        throttle.failed(&body.email, std::time::Instant::now());
+        metrics::counter!("auth_login_failed_total").increment(1);
+        if let Some(id) = known_id {
+            // Recorded off the answer's path: a known account must not answer slower.
+            let pool = state.pool.clone();
+            actix_web::rt::spawn(async move {
+                let done = match pool.get().await {
+                    Ok(c) => c
+                        .execute(
+                            "UPDATE users SET failed_login_count = failed_login_count + 1 WHERE id = $1",
+                            &[&id],
+                        )
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "failed login not counted in the database");
+                }
+            });
         }
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     };
-    let user_id: Uuid = row.get(0);
-    let status: UserStatus = row.get(2);
+    throttle.succeeded(&body.email);
+    let user_id: Uuid = row.try_get("id").map_err(|e| ApiError::Internal(e.to_string()))?;
+    let status: UserStatus = row
+        .try_get("status")
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     if status != UserStatus::Active {
         let label = match status {
             UserStatus::Active => "active",
@@ -251,11 +306,15 @@ pub async fn login(
             "this account is {label}; ask an administrator"
         )));
     }
-    let user: SessionUser =
-        serde_json::from_value(row.get(3)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user: SessionUser = serde_json::from_value(
+        row.try_get("user_json")
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let new = token::mint(TokenKind::Session);
     let ttl = state.settings.auth.session_ttl_s as f64;
-    let ip = req.peer_addr().map(|a| a.ip().to_string());
+    let ip = peer.map(|a| a.to_string());
+    let client = state.pool.get().await?;
     let expires_at: DateTime<Utc> = client
         .query_one(
             "WITH k AS (

@@ -302,7 +302,10 @@ pub async fn auto_fill(
         .iter()
         .map(|n| (n.id, (n.site_id, n.start, n.end)))
         .collect();
-    let plan = assign::fill(needs, candidates, &state.settings.dispatch);
+    // Matching takes up to a second of CPU on big windows: off the HTTP worker, whose other
+    // sockets would stall meanwhile.
+    let rules = state.settings.dispatch.clone();
+    let plan = web::block(move || assign::fill(needs, candidates, &rules)).await?;
     let tx = db.transaction().await?;
     let mut assigned = Vec::new();
     let mut unfilled: Vec<UnfilledShift> = plan
@@ -435,7 +438,8 @@ pub async fn emergency(
         .dispatcher
         .send(raise)
         .await
-        .map_err(|e| ApiError::Internal(format!("dispatcher unreachable: {e}")))??;
+        .map_err(|e| ApiError::Internal(format!("dispatcher unreachable: {e}")))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(HttpResponse::Created().json(created))
 }
 

@@ -36,6 +36,13 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 429: too many attempts (login throttling or lockout); try again after the delay.
+    #[error("{message}")]
+    TooManyAttempts {
+        message: String,
+        /// Seconds announced in `Retry-After`.
+        retry_after_s: u64,
+    },
     /// 503: a dependency (the database) is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -72,6 +79,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -97,6 +105,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -106,7 +115,11 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::TooManyAttempts { retry_after_s, .. } = self {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
+        }
+        res.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
                 message: self.to_string(),

@@ -34,6 +34,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "reason": reason}));
     }
+    if !state.geofences.is_loaded() {
+        let reason = "geofence index not loaded yet (the database's change feed retries)";
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "unavailable", "reason": reason}));
+    }
     let check = async {
         let client = state
             .pool

@@ -80,6 +80,13 @@ pub fn verify_password(candidate: &str, stored: &str) -> bool {
     }
 }
 
+/// Whether `stored` is a hash a password can be verified against (not a lock marker such as
+/// "!", not empty). Logins verify a decoy instead when it is not, so that an account without a
+/// password answers as slowly as one with a wrong password.
+pub fn is_verifiable(stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok()
+}
+
 /// A valid hash of a random password, verified against when the email is unknown so that a
 /// login takes the same time whether the account exists or not.
 pub fn decoy_hash(cost: HashCost) -> String {
@@ -107,6 +114,8 @@ mod tests {
         assert!(verify_password("correct horse battery", &a));
         assert!(!verify_password("wrong horse battery", &a));
         assert!(!verify_password("anything", "!"));
+        assert!(is_verifiable(&a));
+        assert!(!is_verifiable("!") && !is_verifiable(""));
         assert!(!format!("{p:?}").contains("horse"));
     }
 

@@ -47,6 +47,10 @@ async fn run(
             .map_err(CliError::failed)?;
     }
     let pool = build_pool(&target.url, &settings.database).map_err(CliError::failed)?;
+    // The application opens its own connection for the change feed: it needs the URL the
+    // embedded cluster (if any) answers on.
+    let mut settings = settings;
+    settings.database.url = target.url.clone();
     let app = Application::build(settings.clone(), pool)
         .await
         .map_err(CliError::failed)?;

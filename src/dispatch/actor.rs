@@ -12,7 +12,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    api::error::ApiError,
     configuration::DispatchSettings,
     dispatch::live_state::{AgentLive, LiveAgents},
     domain::enums::Priority,
@@ -54,6 +53,38 @@ pub struct Dispatcher {
     emergencies: HashMap<Uuid, Emergency>,
     /// Reply timers of proposed assignments: (emergency, agent) → timer.
     timers: HashMap<(Uuid, Uuid), SpawnHandle>,
+    /// Pending panic dispatches (panic_dispatches.id) being staffed right now, so that a poll
+    /// overlapping an attempt does not start a second one.
+    panics_in_flight: HashSet<Uuid>,
+    /// A poll of pending panics is running.
+    polling_panics: bool,
+    /// Another poll was asked for while one ran: run again when it ends.
+    poll_panics_again: bool,
+}
+
+/// Why an emergency could not be raised.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The database refused or failed; nobody was sent.
+    #[error("emergency not recorded: {0}")]
+    Storage(String),
+    /// The pending panic was staffed meanwhile (by another attempt or process).
+    #[error("panic dispatch {0} was already handled")]
+    AlreadyHandled(Uuid),
+}
+
+/// A panic committed with a pending dispatch (panic_dispatches row).
+#[derive(Debug, Clone)]
+struct PendingPanic {
+    /// panic_dispatches.id
+    id: Uuid,
+    /// The agent who pressed panic (never sent to it).
+    agent_id: Uuid,
+    site_id: Option<Uuid>,
+    lat: f64,
+    lon: f64,
+    /// The device's note.
+    note: Option<String>,
 }
 
 impl Dispatcher {
@@ -73,6 +104,9 @@ impl Dispatcher {
             positions,
             emergencies: HashMap::new(),
             timers: HashMap::new(),
+            panics_in_flight: HashSet::new(),
+            polling_panics: false,
+            poll_panics_again: false,
         }
     }
 }
@@ -96,6 +130,10 @@ impl Actor for Dispatcher {
                 }
             }
         });
+        // Panics are staffed from the database: nudged by the live bus and the change feed,
+        // and polled on a timer so that a lost nudge or a failed attempt is retried.
+        let every = std::time::Duration::from_millis(self.settings.panic_retry_ms);
+        ctx.run_interval(every, |act, ctx| act.poll_panics(ctx));
         // Survive restarts: reload who is on duty, where, and who is responding.
         let pool = self.pool.clone();
         ctx.wait(
@@ -251,7 +289,7 @@ pub struct Positions(pub Vec<Uuid>);
 
 /// Raise an emergency.
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<EmergencyCreated, ApiError>")]
+#[rtype(result = "Result<EmergencyCreated, DispatchError>")]
 pub struct RaiseEmergency {
     pub lat: f64,
     pub lon: f64,
@@ -280,6 +318,44 @@ pub struct EmergencyCreated {
     pub id: Uuid,
     pub assigned: Vec<Dispatched>,
     pub unfilled: usize,
+}
+
+/// Agents whose dispatchability changed (from the database's change feed): (agent, blocked).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetBlocked(pub Vec<(Uuid, bool)>);
+
+/// The complete set of agents who may not be dispatched (after the change feed reconnects).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReplaceBlocked(pub HashSet<Uuid>);
+
+/// A panic may be waiting in panic_dispatches: look now rather than at the next poll.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PanicsPending;
+
+impl Handler<SetBlocked> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: SetBlocked, _: &mut Self::Context) {
+        for (agent_id, blocked) in msg.0 {
+            self.live.set_blocked(agent_id, blocked);
+        }
+    }
+}
+
+impl Handler<ReplaceBlocked> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: ReplaceBlocked, _: &mut Self::Context) {
+        self.live.replace_blocked(msg.0);
+    }
+}
+
+impl Handler<PanicsPending> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, _: PanicsPending, ctx: &mut Self::Context) {
+        self.poll_panics(ctx);
+    }
 }
 
 impl Handler<DutyUpdate> for Dispatcher {
@@ -464,10 +540,15 @@ impl Dispatcher {
     }
 }
 
-impl Handler<RaiseEmergency> for Dispatcher {
-    type Result = ResponseActFuture<Self, Result<EmergencyCreated, ApiError>>;
-
-    fn handle(&mut self, msg: RaiseEmergency, _: &mut Self::Context) -> Self::Result {
+impl Dispatcher {
+    /// Records an emergency and sends its agents: picked at once (so that a second emergency
+    /// cannot take the same people), recorded in one transaction (with its pending panic
+    /// marked, if it staffs one), then announced. On failure nobody is sent.
+    fn raise(
+        &mut self,
+        msg: RaiseEmergency,
+        panic: Option<Uuid>,
+    ) -> ResponseActFuture<Self, Result<EmergencyCreated, DispatchError>> {
         let emergency_id = Uuid::now_v7();
         let radius_m = msg.radius_m.unwrap_or(self.settings.default_radius_m);
         self.emergencies.insert(
@@ -488,8 +569,9 @@ impl Handler<RaiseEmergency> for Dispatcher {
         let hours = self.settings.emergency_duration_h;
         let records = sent.clone();
         let request = msg.clone();
-        let write =
-            async move { record_emergency(&pool, emergency_id, &request, hours, &records).await };
+        let write = async move {
+            record_emergency(&pool, emergency_id, &request, hours, &records, panic).await
+        };
         Box::pin(
             write
                 .into_actor(self)
@@ -518,12 +600,120 @@ impl Handler<RaiseEmergency> for Dispatcher {
                             act.live.set_responding(d.agent_id, None);
                         }
                         act.emergencies.remove(&emergency_id);
-                        Err(ApiError::Unavailable(format!(
-                            "emergency not recorded: {e}"
-                        )))
+                        Err(e)
                     }
                 }),
         )
+    }
+
+    /// Reads the pending panics and staffs each one not already being staffed.
+    fn poll_panics(&mut self, ctx: &mut Context<Self>) {
+        if self.polling_panics {
+            self.poll_panics_again = true;
+            return;
+        }
+        self.polling_panics = true;
+        let pool = self.pool.clone();
+        let read = async move { pending_panics(&pool).await };
+        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
+            act.polling_panics = false;
+            match result {
+                Ok(pending) => {
+                    for p in pending {
+                        if act.panics_in_flight.insert(p.id) {
+                            act.staff_panic(ctx, p);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "pending panics not read; retrying"),
+            }
+            if std::mem::take(&mut act.poll_panics_again) {
+                act.poll_panics(ctx);
+            }
+        }));
+    }
+
+    /// Raises the emergency of one pending panic; a failure leaves it pending for the next
+    /// poll (and is counted on the row).
+    fn staff_panic(&mut self, ctx: &mut Context<Self>, p: PendingPanic) {
+        let raise = RaiseEmergency {
+            lat: p.lat,
+            lon: p.lon,
+            site_id: p.site_id,
+            agents_needed: 1,
+            priority: Priority::Critical,
+            description: Some(match &p.note {
+                Some(n) => format!("Panic alarm: {n}"),
+                None => "Panic alarm".into(),
+            }),
+            radius_m: None,
+            exclude: Some(p.agent_id),
+            raised_by: None,
+        };
+        let id = p.id;
+        let attempt = self.raise(raise, Some(id));
+        ctx.spawn(attempt.map(move |result, act, _| {
+            act.panics_in_flight.remove(&id);
+            match result {
+                Ok(created) => {
+                    metrics::counter!("dispatch_panics_staffed_total").increment(1);
+                    tracing::warn!(emergency_id = %created.id, assigned = created.assigned.len(), "panic dispatched");
+                }
+                Err(DispatchError::AlreadyHandled(_)) => {}
+                Err(e) => {
+                    metrics::counter!("dispatch_panic_attempts_failed_total").increment(1);
+                    tracing::error!(panic_dispatch = %id, error = %e, "panic not dispatched yet; will retry");
+                    let pool = act.pool.clone();
+                    let message = e.to_string();
+                    actix::spawn(async move {
+                        if let Ok(client) = pool.get().await {
+                            let _ = client
+                                .execute(
+                                    "UPDATE panic_dispatches SET attempts = attempts + 1, last_error = $2
+                                     WHERE id = $1 AND state = 'PENDING'",
+                                    &[&id, &message],
+                                )
+                                .await;
+                        }
+                    });
+                }
+            }
+        }));
+    }
+}
+
+/// Pending panic dispatches, oldest first.
+async fn pending_panics(pool: &Pool) -> Result<Vec<PendingPanic>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            "SELECT pd.id, pd.agent_id, pd.site_id, pd.lat, pd.lon, r.description AS note
+             FROM panic_dispatches pd JOIN reports r ON r.id = pd.report_id
+             WHERE pd.state = 'PENDING' AND pd.lat IS NOT NULL
+             ORDER BY pd.created_at LIMIT 100",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    rows.iter()
+        .map(|r| {
+            Ok(PendingPanic {
+                id: r.try_get("id").map_err(|e| e.to_string())?,
+                agent_id: r.try_get("agent_id").map_err(|e| e.to_string())?,
+                site_id: r.try_get("site_id").map_err(|e| e.to_string())?,
+                lat: r.try_get("lat").map_err(|e| e.to_string())?,
+                lon: r.try_get("lon").map_err(|e| e.to_string())?,
+                note: r.try_get("note").map_err(|e| e.to_string())?,
+            })
+        })
+        .collect()
+}
+
+impl Handler<RaiseEmergency> for Dispatcher {
+    type Result = ResponseActFuture<Self, Result<EmergencyCreated, DispatchError>>;
+
+    fn handle(&mut self, msg: RaiseEmergency, _: &mut Self::Context) -> Self::Result {
+        self.raise(msg, None)
     }
 }
 
@@ -567,39 +757,9 @@ impl Handler<FieldEvent> for Dispatcher {
                     self.step_down(ctx, emergency_id, agent_id, "declined");
                 }
             }
-            LiveEvent::Panic {
-                agent_id,
-                lat: Some(lat),
-                lon: Some(lon),
-                site_id,
-                note,
-                ..
-            } => {
-                let raise = RaiseEmergency {
-                    lat,
-                    lon,
-                    site_id,
-                    agents_needed: 1,
-                    priority: Priority::Critical,
-                    description: Some(match note {
-                        Some(n) => format!("Panic alarm: {n}"),
-                        None => "Panic alarm".into(),
-                    }),
-                    radius_m: None,
-                    exclude: Some(agent_id),
-                    raised_by: None,
-                };
-                let me = ctx.address();
-                actix::spawn(async move {
-                    match me.send(raise).await {
-                        Ok(Ok(created)) => {
-                            tracing::warn!(emergency_id = %created.id, assigned = created.assigned.len(), "panic dispatched")
-                        }
-                        Ok(Err(e)) => tracing::error!(error = %e, "panic not dispatched"),
-                        Err(e) => tracing::error!(error = %e, "dispatcher unreachable"),
-                    }
-                });
-            }
+            // The panic is committed with its pending dispatch; this only saves the wait
+            // for the next poll.
+            LiveEvent::Panic { .. } => self.poll_panics(ctx),
             _ => {}
         }
     }
@@ -614,9 +774,14 @@ async fn record_emergency(
     req: &RaiseEmergency,
     hours: i64,
     sent: &[Dispatched],
-) -> Result<(), String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    panic: Option<Uuid>,
+) -> Result<(), DispatchError> {
+    let storage = |e: String| DispatchError::Storage(e);
+    let mut client = pool.get().await.map_err(|e| storage(e.to_string()))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| storage(e.to_string()))?;
     let first = sent.first().map(|d| d.agent_id);
     tx.exec(
         "INSERT INTO shifts (id, site_id, agent_id, start_time, end_time, shift_type, status, priority, location_lat,
@@ -625,9 +790,28 @@ async fn record_emergency(
         &[&id, &req.site_id, &first, &(hours as i32), &req.priority, &req.lat, &req.lon, &req.description, &req.raised_by],
     )
     .await
-    .map_err(|e| e.to_string())?;
-    insert_proposals(&tx, id, sent, req.raised_by).await?;
-    tx.commit().await.map_err(|e| e.to_string())
+    .map_err(|e| storage(e.to_string()))?;
+    insert_proposals(&tx, id, sent, req.raised_by)
+        .await
+        .map_err(storage)?;
+    if let Some(panic) = panic {
+        // Staffed once: a concurrent attempt (or another daemon) that got there first wins,
+        // and this transaction rolls back.
+        let state = if sent.is_empty() { "UNFILLED" } else { "DISPATCHED" };
+        let n = tx
+            .exec(
+                "UPDATE panic_dispatches SET state = $2::text::\"PanicDispatchState\", emergency_id = $3,
+                     attempts = attempts + 1, last_error = NULL
+                 WHERE id = $1 AND state = 'PENDING'",
+                &[&panic, &state, &id],
+            )
+            .await
+            .map_err(|e| storage(e.to_string()))?;
+        if n == 0 {
+            return Err(DispatchError::AlreadyHandled(panic));
+        }
+    }
+    tx.commit().await.map_err(|e| storage(e.to_string()))
 }
 
 async fn insert_proposals(

@@ -63,6 +63,9 @@ fn arc(chord_len: f64) -> f64 {
 pub struct LiveAgents {
     agents: HashMap<Uuid, AgentLive>,
     tree: RTree<Point3>,
+    /// Agents who may not be dispatched whatever their live state (employment not ACTIVE,
+    /// login not ACTIVE, deleted), kept current by the database's change feed.
+    blocked: HashSet<Uuid>,
 }
 
 impl LiveAgents {
@@ -148,6 +151,20 @@ impl LiveAgents {
         self.track(&after);
     }
 
+    /// Marks an agent as not dispatchable (true) or dispatchable again (false).
+    pub fn set_blocked(&mut self, agent_id: Uuid, blocked: bool) {
+        if blocked {
+            self.blocked.insert(agent_id);
+        } else {
+            self.blocked.remove(&agent_id);
+        }
+    }
+
+    /// Replaces the whole set of agents who may not be dispatched.
+    pub fn replace_blocked(&mut self, blocked: HashSet<Uuid>) {
+        self.blocked = blocked;
+    }
+
     pub fn get(&self, agent_id: Uuid) -> Option<&AgentLive> {
         self.agents.get(&agent_id)
     }
@@ -182,7 +199,7 @@ impl LiveAgents {
                 break;
             }
             let id = point.data;
-            if exclude.contains(&id) {
+            if exclude.contains(&id) || self.blocked.contains(&id) {
                 continue;
             }
             let Some(a) = self.agents.get(&id) else {
@@ -241,6 +258,10 @@ mod tests {
         assert!((got[1].1 - 4000.0).abs() < 10.0, "{}", got[1].1);
         let near = live.nearest_available(6.13, 1.22, 3_000.0, 120, now, &[ids[0]].into(), 10);
         assert!(near.is_empty(), "excluded, and the rest beyond 3 km");
+        live.set_blocked(ids[0], true);
+        let got = live.nearest_available(6.13, 1.22, 10_000.0, 120, now, &HashSet::new(), 10);
+        assert_eq!(got.len(), 1, "a blocked agent is never dispatched: {got:?}");
+        live.set_blocked(ids[0], false);
         live.set_duty(ids[0], None);
         assert_eq!(live.tracked(), 4, "off-duty agents leave the index");
     }

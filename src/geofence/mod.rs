@@ -158,6 +158,9 @@ pub struct GeofenceIndex {
     current: ArcSwap<FenceSnapshot>,
     /// Serialises writers so that two concurrent site updates cannot lose one another.
     writer: tokio::sync::Mutex<()>,
+    /// Whether every site has been read once (readiness waits for it: until then fences are
+    /// unknown and clock-ins would be refused as outside).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 /// Errors loading fences from the database.
@@ -173,18 +176,28 @@ const ACTIVE_SITES: &str = "SELECT id, client_id, geofence_version, geofence FRO
                             WHERE deleted_at IS NULL AND status = 'ACTIVE'";
 
 fn fence_from_row(row: &tokio_postgres::Row) -> Option<Arc<SiteFence>> {
-    let raw: serde_json::Value = row.get(3);
+    let columns = (
+        row.try_get::<_, Uuid>("id"),
+        row.try_get::<_, Uuid>("client_id"),
+        row.try_get::<_, i32>("geofence_version"),
+        row.try_get::<_, serde_json::Value>("geofence"),
+    );
+    let (Ok(site_id), Ok(client_id), Ok(version), Ok(raw)) = columns else {
+        tracing::error!(?columns, "skipping a site row of unexpected shape");
+        return None;
+    };
     match GeofenceSpec::parse(&raw) {
         Ok(spec) => Some(Arc::new(SiteFence {
-            site_id: row.get(0),
-            client_id: row.get(1),
-            version: row.get(2),
+            site_id,
+            client_id,
+            version,
             shape: spec.shape,
         })),
         Err(e) => {
-            // Stored fences were validated on the way in; one that no longer parses is
-            // skipped (and said loudly) rather than taking the daemon down.
-            tracing::error!(site_id = %row.get::<_, Uuid>(0), error = %e, "skipping invalid stored geofence");
+            // Stored fences were validated on the way in; one that no longer parses (written
+            // by hand, or by another tool) is skipped, and said loudly, rather than taking the
+            // daemon down.
+            tracing::error!(%site_id, error = %e, "skipping invalid stored geofence");
             None
         }
     }
@@ -194,6 +207,11 @@ impl GeofenceIndex {
     /// The current snapshot: a lock-free load, cheap enough for every event.
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<FenceSnapshot>> {
         self.current.load()
+    }
+
+    /// Whether the whole index has been loaded from the database at least once.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Replaces the whole index with every active site of the database.
@@ -206,7 +224,38 @@ impl GeofenceIndex {
         let fences: Vec<_> = rows.iter().filter_map(fence_from_row).collect();
         let n = fences.len();
         self.current.store(Arc::new(FenceSnapshot::build(fences)));
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(n)
+    }
+
+    /// Re-reads some sites (a burst of changes from the database's change feed) and publishes
+    /// one new snapshot with them added, changed or removed.
+    pub async fn reload_sites(
+        &self,
+        pool: &deadpool_postgres::Pool,
+        site_ids: &[Uuid],
+    ) -> Result<(), GeofenceLoadError> {
+        if site_ids.is_empty() {
+            return Ok(());
+        }
+        let _w = self.writer.lock().await;
+        let rows = pool
+            .get()
+            .await?
+            .query(&format!("{ACTIVE_SITES} AND id = ANY($1)"), &[&site_ids])
+            .await?;
+        let changed: std::collections::HashSet<Uuid> = site_ids.iter().copied().collect();
+        let current = self.current.load_full();
+        let mut fences: Vec<Arc<SiteFence>> = current
+            .fences
+            .iter()
+            .filter(|f| !changed.contains(&f.site_id))
+            .cloned()
+            .collect();
+        fences.extend(rows.iter().filter_map(fence_from_row));
+        self.current.store(Arc::new(FenceSnapshot::build(fences)));
+        Ok(())
     }
 
     /// Re-reads one site (after an API change) and publishes a new snapshot with it added,

@@ -19,7 +19,7 @@ use crate::{
     ingest::{
         live::LiveEvent,
         protocol::{DeviceEvent, EventKind, Fix, RejectCode, Rejection, ServerFrame},
-        session::{metres, side_of, Duty, FenceSide},
+        session::{metres, side_of, Duty, FenceSide, LastFix},
     },
     storage::cached::CachedQuery,
 };
@@ -33,6 +33,8 @@ pub struct EventCtx {
     pub agent_id: Uuid,
     pub device_id: Uuid,
     pub duty: Option<Duty>,
+    /// The session's last trusted fix (a panic without a fix falls back on it).
+    pub last_fix: Option<LastFix>,
 }
 
 /// The result of a stored (or already stored) event.
@@ -436,7 +438,10 @@ pub async fn record_refused_clock(ctx: &EventCtx, ev: &DeviceEvent) {
     else {
         return;
     };
-    let site_id: Uuid = row.get(0);
+    // A shift without a site (an emergency at a point) has no fence to record against.
+    let Ok(Some(site_id)) = row.try_get::<_, Option<Uuid>>("site_id") else {
+        return;
+    };
     let side = fence_check(ctx, site_id, fix);
     let tx = match client.transaction().await {
         Ok(tx) => tx,
@@ -472,23 +477,23 @@ async fn clock_in(
 ) -> Result<(Outcome, Ledger), Failure> {
     let shift = tx
         .q_opt(
-            "SELECT agent_id, site_id, start_time, end_time, status::text FROM shifts WHERE id = $1 AND deleted_at IS NULL",
+            "SELECT agent_id, site_id, start_time, end_time, status::text AS status FROM shifts WHERE id = $1 AND deleted_at IS NULL",
             &[&shift_id],
         )
         .await?
         .ok_or_else(|| reject(ev, RejectCode::NoSuchShift, format!("no shift with id {shift_id}")))?;
     let (agent, site_id, start, end, status): (
         Option<Uuid>,
-        Uuid,
+        Option<Uuid>,
         DateTime<Utc>,
         DateTime<Utc>,
         String,
     ) = (
-        shift.get(0),
-        shift.get(1),
-        shift.get(2),
-        shift.get(3),
-        shift.get(4),
+        shift.try_get("agent_id")?,
+        shift.try_get("site_id")?,
+        shift.try_get("start_time")?,
+        shift.try_get("end_time")?,
+        shift.try_get("status")?,
     );
     if agent != Some(ctx.agent_id) {
         return Err(reject(
@@ -497,6 +502,15 @@ async fn clock_in(
             "this shift is not assigned to you",
         ));
     }
+    // An emergency raised at a point has no site to clock in at: the agent answers it with
+    // dispatch_reply instead.
+    let Some(site_id) = site_id else {
+        return Err(reject(
+            ev,
+            RejectCode::ShiftWithoutSite,
+            "this shift has no site (an emergency raised at a point); answer its dispatch with dispatch_reply",
+        ));
+    };
     if !matches!(status.as_str(), "SCHEDULED" | "CONFIRMED" | "IN_PROGRESS") {
         return Err(reject(
             ev,
@@ -929,6 +943,65 @@ async fn scan(
     Ok((outcome, Ledger { shift_id, site_id }))
 }
 
+/// Where a panic is placed, and why there (panic_dispatches.location_source).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PanicPlace {
+    /// The panic event's own fix.
+    Device(f64, f64),
+    /// The session's last trusted fix, recent enough.
+    LastFix(f64, f64),
+    /// The centre of the duty shift's site.
+    SiteCentre(f64, f64),
+    /// The last trusted fix, older than `ingest.panic_recent_fix_s`.
+    StaleFix(f64, f64),
+    /// Nowhere known: shown to consoles, nobody can be sent.
+    Unknown,
+}
+
+impl PanicPlace {
+    /// The position, if any.
+    pub(crate) fn lat_lon(self) -> Option<(f64, f64)> {
+        match self {
+            PanicPlace::Device(a, b)
+            | PanicPlace::LastFix(a, b)
+            | PanicPlace::SiteCentre(a, b)
+            | PanicPlace::StaleFix(a, b) => Some((a, b)),
+            PanicPlace::Unknown => None,
+        }
+    }
+
+    /// The panic_dispatches.location_source label.
+    pub(crate) fn source(self) -> &'static str {
+        match self {
+            PanicPlace::Device(..) => "DEVICE",
+            PanicPlace::LastFix(..) => "LAST_FIX",
+            PanicPlace::SiteCentre(..) => "SITE_CENTRE",
+            PanicPlace::StaleFix(..) => "STALE_FIX",
+            PanicPlace::Unknown => "NONE",
+        }
+    }
+}
+
+/// Places a panic: its fix; else the last trusted fix if recent; else the duty site's centre;
+/// else the last trusted fix however old; else nowhere.
+pub(crate) fn place_panic(
+    fix: Option<&Fix>,
+    last_fix: Option<LastFix>,
+    site_centre: Option<(f64, f64)>,
+    now: DateTime<Utc>,
+    recent_s: i64,
+) -> PanicPlace {
+    if let Some(f) = fix {
+        return PanicPlace::Device(f.lat, f.lon);
+    }
+    match (last_fix, site_centre) {
+        (Some(l), _) if (now - l.ts).num_seconds() <= recent_s => PanicPlace::LastFix(l.lat, l.lon),
+        (_, Some((lat, lon))) => PanicPlace::SiteCentre(lat, lon),
+        (Some(l), None) => PanicPlace::StaleFix(l.lat, l.lon),
+        (None, None) => PanicPlace::Unknown,
+    }
+}
+
 async fn panic_alarm(
     tx: &Transaction<'_>,
     ctx: &EventCtx,
@@ -936,37 +1009,76 @@ async fn panic_alarm(
     note: Option<&str>,
 ) -> Result<(Outcome, Ledger), Failure> {
     let fix = ev.fix.as_ref();
+    let snapshot = ctx.fences.snapshot();
     // Where: the shift's site when on duty, else a site whose fence holds the position.
     let site_id = ctx.duty.map(|d| d.site_id).or_else(|| {
-        fix.and_then(|f| {
-            ctx.fences
-                .snapshot()
-                .containing(f.lat, f.lon)
-                .next()
-                .map(|s| s.site_id)
-        })
+        fix.and_then(|f| snapshot.containing(f.lat, f.lon).next().map(|s| s.site_id))
     });
+    let centre = ctx
+        .duty
+        .and_then(|d| snapshot.site(d.site_id))
+        .map(|f| f.centre());
+    let place = place_panic(
+        fix,
+        ctx.last_fix,
+        centre,
+        Utc::now(),
+        ctx.limits.panic_recent_fix_s,
+    );
+    let (lat, lon) = place.lat_lon().unzip();
+    // One active panic per agent: a repeat (a stuck button, a device at the rate limit) is
+    // stored and shown, attached to the first, and sends nobody more. Serialised per agent.
+    tx.exec(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
+        &[&ctx.agent_id],
+    )
+    .await?;
+    let active = tx
+        .q_opt(
+            "SELECT pd.report_id FROM panic_dispatches pd LEFT JOIN shifts s ON s.id = pd.emergency_id
+             WHERE pd.agent_id = $1
+               AND (pd.state = 'PENDING' OR (s.status = 'IN_PROGRESS' AND s.end_time > now()))
+             ORDER BY pd.created_at DESC LIMIT 1",
+            &[&ctx.agent_id],
+        )
+        .await?;
+    let attached_to: Option<Uuid> = match &active {
+        Some(r) => Some(r.try_get("report_id")?),
+        None => None,
+    };
     let report_id: Uuid = tx
         .q_one(
             "INSERT INTO reports (report_type, status, priority, title, description, agent_id, site_id, shift_id, client_id,
                  lat, lon, device_id, event_seq, occurred_at, submitted_at, data)
              VALUES ('EMERGENCY', 'SUBMITTED', 'CRITICAL', 'Panic alarm', $1, $2, $3, $4,
-                 (SELECT client_id FROM sites WHERE id = $3), $5, $6, $7, $8, $9, now(), jsonb_build_object('source', 'device'))
+                 (SELECT client_id FROM sites WHERE id = $3), $5, $6, $7, $8, $9, now(),
+                 jsonb_build_object('source', 'device', 'location_source', $10::text, 'attached_to', $11::uuid))
              RETURNING id",
             &[
                 &note,
                 &ctx.agent_id,
                 &site_id,
                 &ctx.duty.map(|d| d.shift_id),
-                &fix.map(|f| f.lat),
-                &fix.map(|f| f.lon),
+                &lat,
+                &lon,
                 &ctx.device_id,
                 &(ev.seq as i64),
                 &ev.ts,
+                &place.source(),
+                &attached_to,
             ],
         )
         .await?
-        .get(0);
+        .try_get("id")?;
+    if attached_to.is_none() {
+        let state = if lat.is_some() { "PENDING" } else { "NO_LOCATION" };
+        tx.exec(
+            "INSERT INTO panic_dispatches (report_id, agent_id, site_id, lat, lon, location_source, state)
+             VALUES ($1, $2, $3, $4, $5, $6::text::\"PanicLocationSource\", $7::text::\"PanicDispatchState\")",
+            &[&report_id, &ctx.agent_id, &site_id, &lat, &lon, &place.source(), &state],
+        )
+        .await?;
+    }
     let outcome = Outcome {
         frames: Vec::new(),
         duty: None,
@@ -975,8 +1087,10 @@ async fn panic_alarm(
             report_id,
             seq: ev.seq,
             site_id,
-            lat: fix.map(|f| f.lat),
-            lon: fix.map(|f| f.lon),
+            lat,
+            lon,
+            location_source: place.source(),
+            attached_to,
             note: note.map(str::to_owned),
             at: ev.ts,
         }],

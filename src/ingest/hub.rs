@@ -15,6 +15,9 @@ pub enum SessionCommand {
     Close { reason: String },
     /// Send this text frame to the device.
     Send(String),
+    /// The shift the agent may be on duty on now belongs to another site (None: to none);
+    /// changed elsewhere (REST, another process, SQL) and seen through the change feed.
+    ShiftSite { shift_id: Uuid, site_id: Option<Uuid> },
 }
 
 struct Entry {
@@ -59,6 +62,23 @@ pub struct Unregister {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RevokeDevice(pub Uuid);
+
+/// Close the sessions of these agents (deleted, or their login no longer active).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseAgents {
+    pub agent_ids: Vec<Uuid>,
+    pub reason: &'static str,
+}
+
+/// Tell an agent's session (if connected) that a shift's site changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ShiftSiteChanged {
+    pub agent_id: Uuid,
+    pub shift_id: Uuid,
+    pub site_id: Option<Uuid>,
+}
 
 /// Push a frame to an agent's phone; answers whether the agent is connected.
 #[derive(Message)]
@@ -117,6 +137,33 @@ impl Handler<RevokeDevice> for AgentHub {
         for entry in self.sessions.values().filter(|e| e.device_id == msg.0) {
             entry.addr.do_send(SessionCommand::Close {
                 reason: "device token revoked".into(),
+            });
+        }
+    }
+}
+
+impl Handler<CloseAgents> for AgentHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseAgents, _: &mut Self::Context) {
+        for id in msg.agent_ids {
+            if let Some(entry) = self.sessions.get(&id) {
+                entry.addr.do_send(SessionCommand::Close {
+                    reason: msg.reason.into(),
+                });
+            }
+        }
+    }
+}
+
+impl Handler<ShiftSiteChanged> for AgentHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShiftSiteChanged, _: &mut Self::Context) {
+        if let Some(entry) = self.sessions.get(&msg.agent_id) {
+            entry.addr.do_send(SessionCommand::ShiftSite {
+                shift_id: msg.shift_id,
+                site_id: msg.site_id,
             });
         }
     }

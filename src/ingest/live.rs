@@ -54,8 +54,13 @@ pub enum LiveEvent {
         /// The device's seq of the panic event.
         seq: u64,
         site_id: Option<Uuid>,
+        /// Where the panic is placed (see `location_source`); None when nowhere is known.
         lat: Option<f64>,
         lon: Option<f64>,
+        /// DEVICE, LAST_FIX, SITE_CENTRE, STALE_FIX or NONE (docs/protocol.md, "Panic").
+        location_source: &'static str,
+        /// The agent's active panic this one repeats (report id), if any: nobody more is sent.
+        attached_to: Option<Uuid>,
         note: Option<String>,
         at: DateTime<Utc>,
     },

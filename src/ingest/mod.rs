@@ -10,4 +10,5 @@ pub mod live;
 pub mod protocol;
 pub mod restore;
 pub mod session;
+pub mod violations;
 pub mod writer;

@@ -34,6 +34,7 @@ pub enum RejectCode {
     AlreadyOnBreak,
     NotOnBreak,
     ShiftNotActive,
+    ShiftWithoutSite,
     NoSuchEmergency,
     StorageUnavailable,
 }
@@ -61,6 +62,7 @@ impl RejectCode {
             AlreadyOnBreak => "already_on_break",
             NotOnBreak => "not_on_break",
             ShiftNotActive => "shift_not_active",
+            ShiftWithoutSite => "shift_without_site",
             NoSuchEmergency => "no_such_emergency",
             StorageUnavailable => "storage_unavailable",
         }

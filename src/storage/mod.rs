@@ -2,5 +2,7 @@
 
 pub(crate) mod cached;
 pub mod embedded;
+pub mod listen;
 pub mod migrate;
 pub mod pool;
+pub mod tls;

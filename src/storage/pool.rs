@@ -20,6 +20,8 @@ pub enum StorageError {
     Pool(String),
     #[error("cannot connect to PostgreSQL: {0}")]
     Connect(String),
+    #[error(transparent)]
+    Tls(#[from] crate::storage::tls::TlsError),
 }
 
 /// The database a command works on: a URL, and the embedded cluster when that is where it
@@ -92,7 +94,7 @@ pub fn pg_config(
 pub fn build_pool(url: &str, settings: &DatabaseSettings) -> Result<Pool, StorageError> {
     let manager = Manager::from_config(
         pg_config(url, settings)?,
-        tokio_postgres::NoTls,
+        crate::storage::tls::connector(settings)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -113,9 +115,9 @@ pub async fn connect_one(
     settings: &DatabaseSettings,
 ) -> Result<tokio_postgres::Client, StorageError> {
     let (client, connection) = pg_config(url, settings)?
-        .connect(tokio_postgres::NoTls)
+        .connect(crate::storage::tls::connector(settings)?)
         .await
-        .map_err(|e| StorageError::Connect(e.to_string()))?;
+        .map_err(|e| StorageError::Connect(crate::storage::tls::error_chain(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "one-off database connection ended");

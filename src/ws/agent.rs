@@ -24,10 +24,10 @@ use crate::{
         session::{
             check_event, side_of, trust, Duty, FenceTransition, FenceWatch, LastFix, TokenBucket,
         },
+        violations::{ViolationChange, ViolationWrite},
         writer::{Committed, PositionRow, Submit},
     },
     startup::AppState,
-    storage::cached::CachedQuery,
 };
 
 /// Monotonic connection numbers, so that the hub can tell a replaced session from its successor.
@@ -304,8 +304,9 @@ impl AgentSocket {
         ev: &DeviceEvent,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
-        let fix = ev.fix.expect("transitions come from fixes");
-        let pool = self.state.pool.clone();
+        let Some(fix) = ev.fix else {
+            return;
+        };
         let agent_id = self.agent_id;
         let (event, distance) = match t {
             FenceTransition::Exit { distance_m, .. } => ("exit", distance_m),
@@ -324,53 +325,22 @@ impl AgentSocket {
             at: ev.ts,
             distance_m: distance,
         });
-        let live = self.state.live.clone();
-        let write = async move {
-            // Waits for a connection as device events do: a busy pool is not an outage.
-            let client = match events::event_connection(&pool).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(%agent_id, error = %e, "geofence violation not recorded");
-                    return;
-                }
-            };
-            let result = match t {
-                FenceTransition::Exit { since, distance_m } => client
-                    .q_opt(
-                        "INSERT INTO geofence_violations (agent_id, site_id, shift_id, violation_type, lat, lon, accuracy_m,
-                             distance_m, started_at)
-                         VALUES ($1, $2, $3, 'SITE_EXIT', $4, $5, $6, $7::float8, $8)
-                         ON CONFLICT (agent_id, site_id) WHERE resolved_at IS NULL DO NOTHING RETURNING id",
-                        &[&agent_id, &duty.site_id, &duty.shift_id, &fix.lat, &fix.lon, &fix.accuracy_m, &distance_m, &since],
-                    )
-                    .await
-                    .map(|row| (row.map(|r| r.get::<_, Uuid>(0)), "opened", since, distance_m)),
-                FenceTransition::Enter { at } => client
-                    .q_opt(
-                        "UPDATE geofence_violations SET resolved_at = GREATEST($3, started_at), status = 'RESOLVED',
-                             duration_s = GREATEST(0, extract(epoch FROM $3 - started_at))::int
-                         WHERE agent_id = $1 AND site_id = $2 AND resolved_at IS NULL RETURNING id",
-                        &[&agent_id, &duty.site_id, &at],
-                    )
-                    .await
-                    .map(|row| (row.map(|r| r.get::<_, Uuid>(0)), "closed", at, 0.0)),
-            };
-            match result {
-                Ok((violation_id, state, at, distance_m)) => {
-                    let _ = live.send(LiveEvent::Violation {
-                        violation_id,
-                        agent_id,
-                        site_id: duty.site_id,
-                        shift_id: Some(duty.shift_id),
-                        state,
-                        at,
-                        distance_m,
-                    });
-                }
-                Err(e) => tracing::error!(%agent_id, error = %e, "geofence violation not recorded"),
-            }
+        let change = match t {
+            FenceTransition::Exit { since, distance_m } => ViolationChange::Open {
+                since,
+                distance_m,
+                lat: fix.lat,
+                lon: fix.lon,
+                accuracy_m: fix.accuracy_m,
+            },
+            FenceTransition::Enter { at } => ViolationChange::Close { at },
         };
-        ctx.wait(write.into_actor(self));
+        self.state.violations.write(ViolationWrite {
+            agent_id,
+            site_id: duty.site_id,
+            shift_id: duty.shift_id,
+            change,
+        });
     }
 
     /// Runs a non-position event against the database, alone and in order.
@@ -383,6 +353,7 @@ impl AgentSocket {
             agent_id: self.agent_id,
             device_id: self.device_id,
             duty: self.duty,
+            last_fix: self.last_fix,
         };
         let work = async move {
             let result = events::process(&ectx, &ev).await;
@@ -582,6 +553,15 @@ impl Handler<SessionCommand> for AgentSocket {
         match msg {
             SessionCommand::Close { reason } => self.close(ctx, ws::CloseCode::Policy, &reason),
             SessionCommand::Send(text) => self.send(ctx, text),
+            SessionCommand::ShiftSite { shift_id, site_id } => {
+                let Some(duty) = self.duty.filter(|d| d.shift_id == shift_id) else {
+                    return;
+                };
+                // Dwell state was about the old site: start over against the new one.
+                self.watch = FenceWatch::default();
+                self.duty = site_id.map(|site_id| Duty { site_id, ..duty });
+                self.tell_dispatcher_duty();
+            }
         }
     }
 }

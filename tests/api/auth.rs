@@ -197,3 +197,121 @@ async fn admin_create_bootstraps_the_first_admin_once() {
         .get(0);
     assert!(hash.starts_with("$argon2id$") && !hash.contains("long enough"));
 }
+
+/// POST /auth/login returning (status, Retry-After header, body).
+async fn login_raw(
+    app: &crate::helpers::TestApp,
+    email: &str,
+    password: &str,
+) -> (u16, Option<String>, serde_json::Value) {
+    let mut res = app
+        .http
+        .post(format!("{}/api/v1/auth/login", app.address))
+        .send_json(&json!({"email": email, "password": password}))
+        .await
+        .expect("login request");
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = res.json::<serde_json::Value>().await.unwrap_or_default();
+    (res.status().as_u16(), retry, body)
+}
+
+#[actix_web::test]
+async fn wrong_password_floods_do_not_starve_the_pool() {
+    let url = fresh_database(true).await;
+    let mut settings = crate::helpers::test_settings(&url);
+    // Real hashing cost for the decoy that unknown emails are checked against, a small pool,
+    // and no throttling in the way: the flood reaches the hashing stage.
+    settings.auth.argon2_memory_kib = 32 * 1024;
+    settings.auth.argon2_iterations = 3;
+    settings.auth.login_attempts_per_account_per_min = 10_000;
+    settings.auth.lockout_after_failures = 1000;
+    settings.database.pool_size = 4;
+    settings.database.connect_timeout_s = 2;
+    let app = crate::helpers::spawn_app_on(settings).await;
+    let admin = app.user("ADMIN", None).await;
+    let flood: Vec<_> = (0..40)
+        .map(|i| {
+            let req = app
+                .http
+                .post(format!("{}/api/v1/auth/login", app.address))
+                .send_json(&json!({"email": format!("ghost{i}@example.test"), "password": "wrong password"}));
+            actix_web::rt::spawn(async move { req.await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    // While the flood hashes, the rest of the API still gets connections.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let (status, body) = app
+            .call("GET", "/api/v1/auth/me", Some(&admin.token), None)
+            .await;
+        assert_eq!(status, 200, "REST during a login flood: {body}");
+    }
+    for f in flood {
+        let status = f.await.unwrap().expect("flood request");
+        assert!(
+            status == 401 || status == 429,
+            "a wrong login is 401, or 429 when too many hash at once: {status}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn failed_logins_lock_known_and_unknown_accounts_alike() {
+    let app = spawn_app().await;
+    let user = app.user("SUPERVISOR", None).await;
+    let ghost = "nobody-here@example.test";
+    // Five failures, then even the right password is refused until the lockout ends.
+    for email in [user.email.as_str(), ghost] {
+        for i in 0..5 {
+            let (status, retry, body) = login_raw(&app, email, "not the password").await;
+            assert_eq!(status, 401, "{email} attempt {i}: {body}");
+            assert!(retry.is_none());
+        }
+        let (status, retry, body) = login_raw(&app, email, &user.password).await;
+        assert_eq!(status, 429, "{email}: {body}");
+        assert_eq!(body["error"]["code"], "too_many_attempts");
+        let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+        assert!((1..=300).contains(&retry), "{retry}");
+    }
+    let db = app.db().await;
+    let failed: i32 = db
+        .query_one(
+            "SELECT failed_login_count FROM users WHERE id = $1",
+            &[&user.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 5, "failures are still counted on the account");
+
+    // A success starts the streak over.
+    let other = app.user("SUPERVISOR", None).await;
+    for _ in 0..4 {
+        assert_eq!(login_raw(&app, &other.email, "nope nope").await.0, 401);
+    }
+    assert_eq!(login_raw(&app, &other.email, &other.password).await.0, 200);
+    for _ in 0..4 {
+        assert_eq!(login_raw(&app, &other.email, "nope nope").await.0, 401);
+    }
+    assert_eq!(login_raw(&app, &other.email, &other.password).await.0, 200);
+}
+
+#[actix_web::test]
+async fn one_address_is_throttled_across_accounts() {
+    let url = fresh_database(true).await;
+    let mut settings = crate::helpers::test_settings(&url);
+    settings.auth.login_attempts_per_ip_per_min = 3;
+    let app = crate::helpers::spawn_app_on(settings).await;
+    for i in 0..3 {
+        let (status, _, body) = login_raw(&app, &format!("u{i}@example.test"), "wrong wrong").await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, retry, body) = login_raw(&app, "u9@example.test", "wrong wrong").await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    assert!(retry.is_some());
+}

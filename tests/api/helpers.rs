@@ -364,6 +364,8 @@ pub fn test_settings(db_url: &str) -> Settings {
     // Cheap hashing: tests create many users; the cost is a setting, not a behaviour.
     settings.auth.argon2_memory_kib = 1024;
     settings.auth.argon2_iterations = 1;
+    // Tests log many users in from one address; the throttling tests set their own limits.
+    settings.auth.login_attempts_per_ip_per_min = 100_000;
     settings
 }
 
