@@ -70,8 +70,14 @@ pub struct DispatchSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSettings {
+    /// Positions go out in one `positions` frame per interval (newest per agent).
     pub position_interval_ms: u64,
-    pub max_unanswered_frames: usize,
+    /// Bytes sent to a console and not yet proven read before it is disconnected.
+    pub max_queued_bytes: usize,
+    /// Seconds a ping sent behind unread bytes may go unanswered.
+    pub max_lag_s: u64,
+    /// How often a console re-checks its session, role, client and status.
+    pub session_check_ms: u64,
 }
 
 /// `[ingest]`
@@ -98,8 +104,11 @@ pub struct IngestSettings {
     pub clock_margin_min: i64,
     /// Default checkpoint scan distance.
     pub checkpoint_max_distance_m: f64,
-    /// Outgoing frames queued to one device before it is disconnected.
-    pub max_outgoing_frames: usize,
+    /// Bytes sent to one device and not yet proven read before it is disconnected.
+    pub max_outgoing_bytes: usize,
+    /// Seconds a ping sent behind unread bytes may go unanswered before the device is
+    /// disconnected.
+    pub outgoing_lag_s: u64,
     /// A panic without a fix is placed at the session's last trusted fix when it is at most
     /// this old, else at the duty site's centre (docs/protocol.md, "Panic").
     pub panic_recent_fix_s: i64,
@@ -460,7 +469,7 @@ impl Settings {
                 "between 1 and 86400",
             ));
         }
-        let checks: [(&str, bool, &str); 11] = [
+        let checks: [(&str, bool, &str); 12] = [
             (
                 "ingest.max_frame_bytes",
                 (1024..=16 * 1024 * 1024).contains(&i.max_frame_bytes),
@@ -512,9 +521,14 @@ impl Settings {
                 "a positive number",
             ),
             (
-                "ingest.max_outgoing_frames",
-                i.max_outgoing_frames >= 16,
-                "at least 16",
+                "ingest.max_outgoing_bytes",
+                (4096..=1 << 30).contains(&i.max_outgoing_bytes),
+                "between 4096 and 1073741824",
+            ),
+            (
+                "ingest.outgoing_lag_s",
+                (1..=3600).contains(&i.outgoing_lag_s),
+                "between 1 and 3600",
             ),
         ];
         for (key, ok, rule) in checks {
@@ -640,10 +654,22 @@ impl Settings {
                 "between 50 and 60000",
             ));
         }
-        if self.console.max_unanswered_frames < 100 {
+        if !(65_536..=1 << 30).contains(&self.console.max_queued_bytes) {
             return Err(ConfigError::invalid(
-                "console.max_unanswered_frames",
-                "at least 100",
+                "console.max_queued_bytes",
+                "between 65536 and 1073741824",
+            ));
+        }
+        if !(1..=3600).contains(&self.console.max_lag_s) {
+            return Err(ConfigError::invalid(
+                "console.max_lag_s",
+                "between 1 and 3600",
+            ));
+        }
+        if !(100..=60_000).contains(&self.console.session_check_ms) {
+            return Err(ConfigError::invalid(
+                "console.session_check_ms",
+                "between 100 and 60000",
             ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {

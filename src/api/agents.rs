@@ -62,6 +62,45 @@ pub struct Agent {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An agent as a CLIENT user sees it: who it is and its shifts at the client's sites, nothing
+/// of its employment (pay, home, contact, other clients).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAgent {
+    pub id: Uuid,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub employee_id: String,
+    pub employment_status: AgentStatus,
+    /// Its shifts at the client's sites (not deleted), by start time.
+    pub shifts: Vec<ClientAgentShift>,
+}
+
+/// One shift of a `ClientAgent`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAgentShift {
+    pub id: Uuid,
+    pub site_id: Uuid,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
+    pub status: crate::domain::enums::ShiftStatus,
+}
+
+/// The `ClientAgent` JSON of agent `a` for the client in parameter `{client}`.
+fn client_agent_json(client: &str) -> String {
+    format!(
+        "jsonb_build_object('id', a.id, 'first_name', u.first_name, 'last_name', u.last_name,
+             'employee_id', a.employee_id, 'employment_status', a.employment_status,
+             'shifts', coalesce((
+                 SELECT jsonb_agg(jsonb_build_object('id', sh.id, 'site_id', sh.site_id,
+                            'start_time', sh.start_time, 'end_time', sh.end_time, 'status', sh.status)
+                        ORDER BY sh.start_time)
+                 FROM shifts sh JOIN sites st ON st.id = sh.site_id
+                 WHERE sh.agent_id = a.id AND sh.deleted_at IS NULL AND st.client_id = {client}), '[]'::jsonb))"
+    )
+}
+
 /// `POST /api/v1/agents`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -260,7 +299,8 @@ fn scope(caller: &Caller, w: &mut SqlBuilder) {
 
 /// Lists agents.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(AgentQuery), security(("bearer" = [])),
-    responses((status = 200, body = Page<Agent>)))]
+    responses((status = 200, body = Page<Agent>,
+               description = "staff and agents; a CLIENT user gets `Page<ClientAgent>` items instead")))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -276,29 +316,41 @@ pub async fn list(
     if let Some(v) = &q.skill {
         w.push("{} = ANY(a.skills)", v.clone());
     }
+    let client = caller.role == UserRole::Client;
     if let Some(v) = &q.q {
-        w.push(
+        // A CLIENT may not probe for contact details it cannot see.
+        let template = if client {
+            "(u.first_name ILIKE '%' || {p} || '%' OR u.last_name ILIKE '%' || {p} || '%'
+              OR a.employee_id ILIKE '%' || {p} || '%')"
+        } else {
             "(u.email ILIKE '%' || {p} || '%' OR u.first_name ILIKE '%' || {p} || '%' OR u.last_name ILIKE '%' || {p} || '%'
               OR a.employee_id ILIKE '%' || {p} || '%')"
-                .replace("{p}", "{}")
-                .as_str(),
-            v.clone(),
-        );
+        };
+        w.push(template.replace("{p}", "{}").as_str(), v.clone());
     }
+    let select = if client {
+        client_agent_json(&w.param(caller.client_id.unwrap_or_default()))
+    } else {
+        AGENT_JSON.to_owned()
+    };
     let lp = w.param(limit);
     let op = w.param(offset);
     let sql = format!(
-        "SELECT {AGENT_JSON}, count(*) OVER () FROM agents a JOIN users u ON u.id = a.user_id
+        "SELECT {select}, count(*) OVER () FROM agents a JOIN users u ON u.id = a.user_id
          WHERE {} ORDER BY u.last_name, u.first_name, a.id LIMIT {lp} OFFSET {op}",
         w.where_clause()
     );
     let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
+    if client {
+        return Ok(HttpResponse::Ok().json(Page::<ClientAgent>::from_rows(&rows, limit, offset)?));
+    }
     Ok(HttpResponse::Ok().json(Page::<Agent>::from_rows(&rows, limit, offset)?))
 }
 
 /// One agent (404 when not the caller's to see).
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
-    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Agent, description = "a CLIENT user gets a `ClientAgent`"),
+              (status = 404, body = ErrorBody)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -309,8 +361,14 @@ pub async fn get(
     scope(&caller, &mut w);
     w.raw("a.deleted_at IS NULL");
     w.push("a.id = {}", id);
+    let client = caller.role == UserRole::Client;
+    let select = if client {
+        client_agent_json(&w.param(caller.client_id.unwrap_or_default()))
+    } else {
+        AGENT_JSON.to_owned()
+    };
     let sql = format!(
-        "SELECT {AGENT_JSON} FROM agents a JOIN users u ON u.id = a.user_id WHERE {}",
+        "SELECT {select} FROM agents a JOIN users u ON u.id = a.user_id WHERE {}",
         w.where_clause()
     );
     let row = state
@@ -320,6 +378,9 @@ pub async fn get(
         .query_opt(&sql, &w.refs())
         .await?
         .ok_or_else(|| ApiError::not_found_id("agent", id))?;
+    if client {
+        return Ok(HttpResponse::Ok().json(from_json::<ClientAgent>(row.get(0))?));
+    }
     Ok(HttpResponse::Ok().json(from_json::<Agent>(row.get(0))?))
 }
 

@@ -45,7 +45,8 @@ impl Modify for BearerAuth {
         dispatch::auto_assign, dispatch::auto_fill, dispatch::emergency, dispatch::live_agents,
         audit::list,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail, list::Page<users::User>))
+    components(schemas(error::ErrorBody, error::ErrorDetail, list::Page<users::User>,
+        agents::ClientAgent, agents::ClientAgentShift))
 )]
 pub struct ApiDoc;
 

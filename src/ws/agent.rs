@@ -28,6 +28,7 @@ use crate::{
         writer::{Committed, PositionRow, Submit},
     },
     startup::AppState,
+    ws::outflow::Outflow,
 };
 
 /// Monotonic connection numbers, so that the hub can tell a replaced session from its successor.
@@ -51,8 +52,8 @@ pub struct AgentSocket {
     bucket: TokenBucket,
     /// Last message of any kind from the device (heartbeat).
     last_heard: Instant,
-    /// Frames sent since the device last answered a ping: bounds what the transport queues.
-    unanswered: usize,
+    /// Bytes sent and not yet proven read: bounds what the transport queues.
+    outflow: Outflow,
     /// Last trusted fix, for the speed check.
     last_fix: Option<LastFix>,
     /// The shift the agent is clocked in on.
@@ -75,6 +76,10 @@ impl AgentSocket {
     fn new(state: web::Data<AppState>, agent_id: Uuid, device_id: Uuid) -> Self {
         let limits = Arc::new(state.settings.ingest.clone());
         let now = Instant::now();
+        let outflow = Outflow::new(
+            limits.max_outgoing_bytes,
+            std::time::Duration::from_secs(limits.outgoing_lag_s),
+        );
         AgentSocket {
             agent_id,
             device_id,
@@ -84,7 +89,7 @@ impl AgentSocket {
             limits,
             state,
             last_heard: now,
-            unanswered: 0,
+            outflow,
             last_fix: None,
             duty: None,
             watch: FenceWatch::default(),
@@ -119,16 +124,19 @@ impl AgentSocket {
 
     /// Sends a text frame, closing a device that stopped reading.
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: String) {
-        self.unanswered += 1;
-        if self.unanswered > self.limits.max_outgoing_frames {
-            self.close(
-                ctx,
-                ws::CloseCode::Policy,
-                "the device is not reading its frames",
-            );
-            return;
+        match self.outflow.on_send(text.len()) {
+            Ok(probe) => {
+                ctx.text(text);
+                if probe {
+                    let payload = self.outflow.ping(Instant::now());
+                    ctx.ping(&payload);
+                }
+            }
+            Err(stalled) => {
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "agent").increment(1);
+                self.close(ctx, ws::CloseCode::Policy, &stalled.to_string());
+            }
         }
-        ctx.text(text);
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: ws::CloseCode, reason: &str) {
@@ -412,11 +420,16 @@ impl Actor for AgentSocket {
         ctx.run_interval(every, |act, _| act.flush_dispatch_position());
         let heartbeat = std::time::Duration::from_secs(self.limits.heartbeat_s);
         ctx.run_interval(heartbeat, move |act, ctx| {
+            let now = Instant::now();
             if act.last_heard.elapsed() > heartbeat * 3 {
                 tracing::info!(agent_id = %act.agent_id, "heartbeat timeout");
                 act.close(ctx, ws::CloseCode::Away, "no message for 3 heartbeats");
+            } else if let Err(stalled) = act.outflow.check(now) {
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "agent").increment(1);
+                act.close(ctx, ws::CloseCode::Policy, &stalled.to_string());
             } else {
-                ctx.ping(b"");
+                let payload = act.outflow.ping(now);
+                ctx.ping(&payload);
             }
         });
         // Restore what the agent was doing (after a reconnect or a daemon restart) before any
@@ -470,7 +483,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for AgentSocket {
             }
             Ok(ws::Message::Continuation(item)) => self.continuation(item, ctx),
             Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
-            Ok(ws::Message::Pong(_)) => self.unanswered = 0,
+            Ok(ws::Message::Pong(bytes)) => {
+                // Only an answer to one of our pings proves the device reads.
+                self.outflow.on_pong(&bytes);
+            }
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();

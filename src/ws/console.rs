@@ -1,8 +1,12 @@
 //! The control-room live feed: `GET /ws/console`. One `ConsoleSocket` actor per console; it
 //! reads the live bus and the dispatcher's coalesced positions, filters them by the user's
-//! scope and subscription, and sends positions at most once per agent per interval. A slow
-//! console never slows ingest: the buses never wait for it, missed events are counted, and a
-//! console that stops answering pings while frames pile up is disconnected.
+//! scope and subscription, and sends one `positions` frame per interval with the newest fix of
+//! every agent that moved. A slow console never slows ingest: the buses never wait for it,
+//! missed events are counted, and a console that does not read is cut off by bytes queued and
+//! by time (`ws::outflow`). The console re-checks its login every `console.session_check_ms`
+//! and closes when it ended (4001) or its role or client changed (4003). A `subscribe` is
+//! gap-free: live events that arrive while its snapshot is built follow the snapshot, less
+//! what the snapshot already holds.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,17 +16,31 @@ use std::{
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
     api::{auth::authenticate_session, error::ApiError},
-    dispatch::actor::Snapshot,
+    dispatch::{actor::Snapshot, live_state::AgentLive},
     domain::enums::UserRole,
     ingest::live::{LiveEvent, PositionUpdate},
     startup::AppState,
+    ws::outflow::Outflow,
 };
+
+/// Close code: the console's login ended (logout, expiry, revocation, suspension, deletion).
+pub const CLOSE_SESSION_ENDED: u16 = 4001;
+/// Close code: the user's role or client changed; reconnect to get the new scope.
+pub const CLOSE_ACCESS_CHANGED: u16 = 4003;
+
+/// `{"type":"positions","items":[...]}`: the newest fix of every agent that moved.
+#[derive(Serialize)]
+struct PositionsFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    items: &'a [PositionUpdate],
+}
 
 /// Every kind a console can subscribe to.
 pub const KINDS: &[&str] = &[
@@ -52,7 +70,15 @@ struct Subscribe {
 pub struct ConsoleSocket {
     /// Shared state (buses, dispatcher, pool, fences).
     state: web::Data<AppState>,
-    /// Sites a CLIENT user may see (None: staff, everything).
+    /// The session token, re-checked every `console.session_check_ms` (never logged).
+    token: String,
+    /// The user's role when the console opened: a change closes it.
+    role: UserRole,
+    /// The user's client when the console opened: a change closes it.
+    client_id: Option<Uuid>,
+    /// A session check is under way.
+    checking: bool,
+    /// Sites a CLIENT user may see (None: staff, everything); refreshed with each check.
     allowed: Option<HashSet<Uuid>>,
     /// Subscription: sites (None: all in scope).
     sites: Option<HashSet<Uuid>>,
@@ -60,8 +86,12 @@ pub struct ConsoleSocket {
     kinds: Option<HashSet<String>>,
     /// Newest position per agent, waiting for the next tick.
     pending: HashMap<Uuid, PositionUpdate>,
-    /// Frames sent since the console last answered a ping.
-    unanswered: usize,
+    /// Bytes sent and not yet proven read.
+    outflow: Outflow,
+    /// While a snapshot is built: the live events that arrived meanwhile, to follow it.
+    held: Option<Vec<LiveEvent>>,
+    /// Number of the latest snapshot asked for (an older one's answer is dropped).
+    generation: u64,
     /// Last message from the console.
     last_heard: Instant,
     /// Events the buses dropped for this console (it lagged).
@@ -100,20 +130,69 @@ impl ConsoleSocket {
     }
 
     fn send(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: String) {
-        self.unanswered += 1;
-        if self.unanswered > self.state.settings.console.max_unanswered_frames {
-            ctx.close(Some(ws::CloseReason {
-                code: ws::CloseCode::Policy,
-                description: Some("console too far behind; reconnect".into()),
-            }));
-            ctx.stop();
-            return;
+        match self.outflow.on_send(frame.len()) {
+            Ok(probe) => {
+                ctx.text(frame);
+                if probe {
+                    let payload = self.outflow.ping(Instant::now());
+                    ctx.ping(&payload);
+                }
+            }
+            Err(stalled) => {
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "console").increment(1);
+                close(ctx, ws::CloseCode::Policy, stalled.to_string());
+            }
         }
-        ctx.text(frame);
     }
 
-    /// Sends the current positions and open alerts in scope.
+    /// Re-checks the login; closes the console when it ended or its scope changed.
+    fn check_session(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.checking {
+            return;
+        }
+        self.checking = true;
+        let pool = self.state.pool.clone();
+        let token = self.token.clone();
+        let check = async move { authenticate_session(&pool, &token).await };
+        ctx.spawn(check.into_actor(self).map(|result, act, ctx| {
+            act.checking = false;
+            match result {
+                Ok(caller) if caller.role != act.role || caller.client_id != act.client_id => {
+                    close(
+                        ctx,
+                        ws::CloseCode::Other(CLOSE_ACCESS_CHANGED),
+                        "your role or client changed; reconnect".into(),
+                    );
+                }
+                Ok(_) => {
+                    // A CLIENT's new or removed sites take effect without reconnecting.
+                    if let (Some(_), Some(client)) = (&act.allowed, act.client_id) {
+                        act.allowed =
+                            Some(act.state.geofences.snapshot().sites_of_client(client));
+                    }
+                }
+                Err(ApiError::Unauthorized(reason)) => {
+                    close(
+                        ctx,
+                        ws::CloseCode::Other(CLOSE_SESSION_ENDED),
+                        format!("session ended: {reason}"),
+                    );
+                }
+                // The database is unreachable: keep serving what the buses bring.
+                Err(e) => tracing::warn!(error = %e, "console session not re-checked"),
+            }
+        }));
+    }
+
+    /// Sends the current positions and open alerts in scope. Live events arriving meanwhile
+    /// are held and sent after it, less those the snapshot already holds; positions wait in
+    /// `pending` and go out with the next tick after it.
     fn snapshot(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        if self.held.is_none() {
+            self.held = Some(Vec::new());
+        }
         let state = self.state.clone();
         let allowed: Option<Vec<Uuid>> = self.allowed.as_ref().map(|a| a.iter().copied().collect());
         let work = async move {
@@ -126,34 +205,110 @@ impl ConsoleSocket {
                 });
             (agents, alerts)
         };
-        ctx.wait(work.into_actor(self).map(|(agents, alerts), act, ctx| {
-            let agents: Vec<Value> = agents
-                .into_iter()
-                .filter(|a| act.in_scope(a.site_id))
-                .map(|a| serde_json::to_value(a).unwrap_or_default())
-                .collect();
-            let alerts: Vec<Value> = alerts
-                .into_iter()
-                .filter(|a| {
-                    let site = a["site_id"].as_str().and_then(|s| s.parse().ok());
-                    act.in_scope(site) && act.wants(a["kind"].as_str().unwrap_or_default())
-                })
-                .collect();
-            let frame = json!({"type": "snapshot", "agents": agents, "alerts": alerts});
-            act.send(ctx, frame.to_string());
+        ctx.spawn(work.into_actor(self).map(move |(agents, alerts), act, ctx| {
+            if generation != act.generation {
+                return; // A newer subscribe's snapshot is on its way and will release the held.
+            }
+            act.send_snapshot(ctx, agents, alerts);
         }));
     }
 
+    fn send_snapshot(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        agents: Vec<AgentLive>,
+        alerts: Vec<Value>,
+    ) {
+        let agents: Vec<AgentLive> = agents
+            .into_iter()
+            .filter(|a| self.in_scope(a.site_id))
+            .collect();
+        let alerts: Vec<Value> = alerts
+            .into_iter()
+            .filter(|a| {
+                let site = a["site_id"].as_str().and_then(|s| s.parse().ok());
+                self.in_scope(site) && self.wants(a["kind"].as_str().unwrap_or_default())
+            })
+            .collect();
+        // What the snapshot holds, so that held events do not repeat it.
+        let in_snapshot: HashSet<(&str, Uuid)> = alerts
+            .iter()
+            .filter_map(|a| {
+                let kind = a["kind"].as_str()?;
+                let id = match kind {
+                    "violation" => a["violation_id"].as_str(),
+                    "emergency" => a["emergency_id"].as_str(),
+                    "panic" => a["report_id"].as_str(),
+                    _ => None,
+                }?;
+                Some((kind, id.parse().ok()?))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        let in_snapshot: HashSet<(String, Uuid)> = in_snapshot
+            .into_iter()
+            .map(|(k, id)| (k.to_owned(), id))
+            .collect();
+        for a in &agents {
+            if let (Some(p), Some((_, _, at))) = (self.pending.get(&a.agent_id), a.fix) {
+                if p.at <= at {
+                    self.pending.remove(&a.agent_id);
+                }
+            }
+        }
+        let frame = json!({"type": "snapshot", "agents": agents, "alerts": alerts});
+        self.send(ctx, frame.to_string());
+        for e in self.held.take().unwrap_or_default() {
+            let key = match &e {
+                LiveEvent::Violation {
+                    violation_id: Some(id),
+                    state: "opened",
+                    ..
+                } => Some(("violation", *id)),
+                LiveEvent::Emergency { emergency_id, .. } => Some(("emergency", *emergency_id)),
+                LiveEvent::Panic { report_id, .. } => Some(("panic", *report_id)),
+                _ => None,
+            };
+            if key.is_some_and(|(k, id)| in_snapshot.contains(&(k.to_owned(), id))) {
+                continue;
+            }
+            self.deliver(ctx, &e);
+        }
+    }
+
+    /// Sends a live event if it is in scope and subscribed.
+    fn deliver(&mut self, ctx: &mut ws::WebsocketContext<Self>, e: &LiveEvent) {
+        if self.wants(e.kind()) && self.in_scope(e.site_id()) {
+            match serde_json::to_string(e) {
+                Ok(frame) => self.send(ctx, frame),
+                Err(err) => tracing::error!(error = %err, "live event not serialised"),
+            }
+        }
+    }
+
     fn flush_positions(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.held.is_some() {
             return;
         }
         let batch: Vec<PositionUpdate> = self.pending.drain().map(|(_, p)| p).collect();
-        for p in batch {
-            let frame = json!({"type": "position", "agent_id": p.agent_id, "lat": p.lat, "lon": p.lon, "at": p.at, "site_id": p.site_id});
-            self.send(ctx, frame.to_string());
+        let frame = PositionsFrame {
+            kind: "positions",
+            items: &batch,
+        };
+        match serde_json::to_string(&frame) {
+            Ok(text) => self.send(ctx, text),
+            Err(e) => tracing::error!(error = %e, "positions frame not serialised"),
         }
     }
+}
+
+fn close(ctx: &mut ws::WebsocketContext<ConsoleSocket>, code: ws::CloseCode, reason: String) {
+    ctx.close(Some(ws::CloseReason {
+        code,
+        description: Some(reason),
+    }));
+    ctx.stop();
 }
 
 /// Open violations, active emergencies and today's panic reports, in scope.
@@ -223,16 +378,19 @@ impl Actor for ConsoleSocket {
         ctx.run_interval(interval, |act, ctx| act.flush_positions(ctx));
         let heartbeat = Duration::from_secs(self.state.settings.ingest.heartbeat_s);
         ctx.run_interval(heartbeat, move |act, ctx| {
+            let now = Instant::now();
             if act.last_heard.elapsed() > heartbeat * 3 {
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Away,
-                    description: Some("no message for 3 heartbeats".into()),
-                }));
-                ctx.stop();
+                close(ctx, ws::CloseCode::Away, "no message for 3 heartbeats".into());
+            } else if let Err(stalled) = act.outflow.check(now) {
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "console").increment(1);
+                close(ctx, ws::CloseCode::Policy, stalled.to_string());
             } else {
-                ctx.ping(b"");
+                let payload = act.outflow.ping(now);
+                ctx.ping(&payload);
             }
         });
+        let check = Duration::from_millis(self.state.settings.console.session_check_ms);
+        ctx.run_interval(check, |act, ctx| act.check_session(ctx));
         self.snapshot(ctx);
     }
 }
@@ -240,10 +398,9 @@ impl Actor for ConsoleSocket {
 impl Handler<Live> for ConsoleSocket {
     type Result = ();
     fn handle(&mut self, msg: Live, ctx: &mut Self::Context) {
-        let e = msg.0;
-        if self.wants(e.kind()) && self.in_scope(e.site_id()) {
-            let frame = serde_json::to_string(&e).unwrap_or_default();
-            self.send(ctx, frame);
+        match &mut self.held {
+            Some(held) => held.push(msg.0),
+            None => self.deliver(ctx, &msg.0),
         }
     }
 }
@@ -299,7 +456,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsoleSocket {
                 }
             },
             Ok(ws::Message::Ping(b)) => ctx.pong(&b),
-            Ok(ws::Message::Pong(_)) => self.unanswered = 0,
+            Ok(ws::Message::Pong(bytes)) => {
+                // Only an answer to one of our pings proves the console reads.
+                self.outflow.on_pong(&bytes);
+            }
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
@@ -357,13 +517,23 @@ pub async fn console_ws(
             ))
         }
     };
+    let console = &state.settings.console;
     let actor = ConsoleSocket {
         state: state.clone(),
+        token,
+        role: caller.role,
+        client_id: caller.client_id,
+        checking: false,
         allowed,
         sites: None,
         kinds: None,
         pending: HashMap::new(),
-        unanswered: 0,
+        outflow: Outflow::new(
+            console.max_queued_bytes,
+            Duration::from_secs(console.max_lag_s),
+        ),
+        held: None,
+        generation: 0,
         last_heard: Instant::now(),
         missed: 0,
     };

@@ -4,6 +4,8 @@
 //!
 //! - `agent`: `GET /ws/agent`, one `AgentSocket` actor per connected agent's phone.
 //! - `console`: `GET /ws/console`, one `ConsoleSocket` actor per control-room console.
+//! - `outflow`: the bound on what either socket queues towards a peer that does not read.
 
 pub mod agent;
 pub mod console;
+pub(crate) mod outflow;
