@@ -34,11 +34,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({"status": "unavailable", "reason": reason}));
     }
-    if !state.geofences.is_loaded() {
-        let reason = "geofence index not loaded yet (the database's change feed retries)";
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "reason": reason}));
-    }
     let check = async {
         let client = state
             .pool
@@ -46,6 +41,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .await
             .map_err(|e| format!("database unreachable: {e}"))?;
         match migrate::not_current_reason(&client).await {
+            Ok(None) if !state.geofences.is_loaded() => Err(
+                "geofence index not loaded yet (the database's change feed retries)".to_owned(),
+            ),
             Ok(None) => Ok(()),
             Ok(Some(reason)) => Err(reason),
             Err(e) => Err(format!("cannot read migration state: {e}")),

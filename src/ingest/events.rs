@@ -1029,7 +1029,7 @@ async fn panic_alarm(
     // One active panic per agent: a repeat (a stuck button, a device at the rate limit) is
     // stored and shown, attached to the first, and sends nobody more. Serialised per agent.
     tx.exec(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 0))",
         &[&ctx.agent_id],
     )
     .await?;

@@ -284,7 +284,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_migrations_are_the_seeds_two_then_the_ingest_layout() {
+    fn embedded_migrations_are_the_seeds_two_then_ours_in_order() {
         let ms = embedded();
         let names: Vec<_> = ms.iter().map(|m| (m.version, m.name.as_str())).collect();
         assert_eq!(
@@ -292,7 +292,8 @@ mod tests {
             [
                 (20250619104237, "initial_security_workforce_schema"),
                 (20250619104915, "add_performance_indexes"),
-                (20261126100000, "location_tracking_ingest_layout")
+                (20261126100000, "location_tracking_ingest_layout"),
+                (20261202100000, "panic_dispatch_and_change_feed")
             ]
         );
         assert!(ms.iter().all(|m| m.checksum.len() == 64));

@@ -104,6 +104,39 @@ impl Device {
             .expect("send frame");
     }
 
+    /// For `secs`: sends Pongs nobody asked for and reads without answering the server's
+    /// pings, until the server closes. Returns (close code, reason).
+    pub async fn pong_without_answering(&mut self, secs: u64) -> (Option<u16>, String) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while tokio::time::Instant::now() < deadline {
+            let _ = self
+                .framed
+                .send(ws::Message::Pong(actix_web::web::Bytes::from_static(b"")))
+                .await;
+            match tokio::time::timeout(Duration::from_millis(250), self.framed.next()).await {
+                Err(_) => {}
+                Ok(Some(Ok(ws::Frame::Close(reason)))) => {
+                    return (
+                        reason.as_ref().map(|r| u16::from(r.code)),
+                        reason.and_then(|r| r.description).unwrap_or_default(),
+                    )
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return (None, format!("read error: {e}")),
+                Ok(None) => return (None, "ended without a close frame".into()),
+            }
+        }
+        (None, "still open".into())
+    }
+
+    /// Sends a Pong the server did not ask for (it must prove nothing).
+    pub async fn send_pong(&mut self, payload: &[u8]) {
+        self.framed
+            .send(ws::Message::Pong(actix_web::web::Bytes::copy_from_slice(payload)))
+            .await
+            .expect("send pong");
+    }
+
     /// The next JSON frame (pings answered on the way), or None when the server closed.
     pub async fn recv(&mut self) -> Option<Value> {
         loop {

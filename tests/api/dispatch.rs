@@ -15,7 +15,7 @@ use crate::{
 const KM: f64 = 0.008_993;
 
 /// An agent of the field's site, clocked in by GPS, at (lat, lon).
-async fn on_duty(app: &TestApp, f: &Field, lat: f64, lon: f64) -> (Uuid, Device) {
+pub async fn on_duty(app: &TestApp, f: &Field, lat: f64, lon: f64) -> (Uuid, Device) {
     let agent = make_agent(app, &f.admin, &["patrol"]).await;
     let (_, token) = device_token(app, &f.admin, agent).await;
     let shift = shift_now(app, &f.admin, f.site, agent).await;
@@ -29,7 +29,7 @@ async fn on_duty(app: &TestApp, f: &Field, lat: f64, lon: f64) -> (Uuid, Device)
 }
 
 /// Waits until the dispatcher knows `n` agents on duty.
-async fn dispatcher_knows(app: &TestApp, n: usize) {
+pub async fn dispatcher_knows(app: &TestApp, n: usize) {
     for _ in 0..100 {
         let agents = app
             .state
@@ -504,7 +504,19 @@ async fn auto_fill_finds_the_optimum_where_greedy_does_not() {
     assert_eq!(auto, 2);
 }
 
-async fn console(app: &TestApp, token: &str) -> Result<crate::device::RawWs, u16> {
+/// The item of `agent` in a `positions` frame.
+pub fn position_item(v: &Value, agent: Uuid) -> Option<Value> {
+    if v["type"] != "positions" {
+        return None;
+    }
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["agent_id"] == agent.to_string())
+        .cloned()
+}
+
+pub async fn console(app: &TestApp, token: &str) -> Result<crate::device::RawWs, u16> {
     crate::device::RawWs::connect_raw(app, "/ws/console", token).await
 }
 
@@ -570,11 +582,9 @@ async fn console_gets_a_snapshot_then_live_frames_within_its_scope() {
     dev_a.send(json!({"type": "panic", "seq": 4, "ts": chrono::Utc::now(), "lat": 6.1311, "lon": 1.2011})).await;
     dev_a.ack(4).await;
     let p = staff
-        .until("position of A", |v| {
-            v["type"] == "position" && v["agent_id"] == agent_a.to_string()
-        })
+        .until("position of A", |v| position_item(v, agent_a).is_some())
         .await;
-    assert_eq!(p["site_id"], f.site.to_string());
+    assert_eq!(position_item(&p, agent_a).unwrap()["site_id"], f.site.to_string());
     staff
         .until("panic of B", |v| {
             v["type"] == "panic" && v["agent_id"] == agent_b.to_string()
@@ -586,9 +596,7 @@ async fn console_gets_a_snapshot_then_live_frames_within_its_scope() {
         })
         .await;
     client
-        .until("position of A", |v| {
-            v["type"] == "position" && v["agent_id"] == agent_a.to_string()
-        })
+        .until("position of A", |v| position_item(v, agent_a).is_some())
         .await;
     // Whatever else arrives within a moment, nothing of client B reaches client A's console.
     let _ = tokio::time::timeout(

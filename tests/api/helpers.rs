@@ -366,6 +366,7 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.auth.argon2_iterations = 1;
     // Tests log many users in from one address; the throttling tests set their own limits.
     settings.auth.login_attempts_per_ip_per_min = 100_000;
+    settings.auth.login_attempts_per_account_per_min = 1_000;
     settings
 }
 

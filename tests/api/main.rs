@@ -8,6 +8,7 @@ mod control;
 mod device;
 mod dispatch;
 mod embedded;
+mod hardening;
 mod helpers;
 mod ingest;
 mod ops;

@@ -159,8 +159,8 @@ async fn migrations_create_exactly_the_seed_schema() {
     let versions: Vec<i64> = migrate::embedded().iter().map(|m| m.version).collect();
     assert_eq!(
         versions.len(),
-        3,
-        "the seed's two migrations, then the measured location_tracking layout"
+        4,
+        "the seed's two migrations, the measured location_tracking layout, panic dispatches and the change feed"
     );
 
     // Migration 1 alone, then migration 2: the second creates at least 40 indexes,
@@ -253,7 +253,12 @@ async fn migrations_create_exactly_the_seed_schema() {
         .map(|r| r.get(0))
         .filter(|t: &String| t != migrate::BOOKKEEPING_TABLE)
         .collect();
-    let expected: BTreeSet<String> = SEED_TABLES.iter().map(|s| s.to_string()).collect();
+    // The seed's 23, and panic_dispatches (migration 20261202100000).
+    let expected: BTreeSet<String> = SEED_TABLES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["panic_dispatches".to_owned()])
+        .collect();
     assert_eq!(tables, expected);
 
     // 26 enum types; the seed's 15 with exactly its labels, in order.
@@ -268,7 +273,8 @@ async fn migrations_create_exactly_the_seed_schema() {
         .await
         .unwrap();
     let enums: BTreeMap<String, Vec<String>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(enums.len(), 26, "enum types: {:?}", enums.keys());
+    // The seed's 26, and the two of panic dispatches (migration 20261202100000).
+    assert_eq!(enums.len(), 28, "enum types: {:?}", enums.keys());
     for (name, labels) in SEED_ENUMS {
         assert_eq!(
             enums.get(name).map(|v| v.as_slice()),
@@ -335,7 +341,11 @@ async fn migrations_create_exactly_the_seed_schema() {
         .into_iter()
         .filter(|r| r.get::<_, String>(0) != "location_tracking")
         .collect();
-    assert_eq!(pks.len(), 22, "one single-column primary key per table");
+    assert_eq!(
+        pks.len(),
+        23,
+        "one single-column primary key per table (the seed's and panic_dispatches)"
+    );
     for pk in &pks {
         let table: String = pk.get(0);
         assert_eq!(pk.get::<_, String>(1), "uuid", "{table} primary key type");
