@@ -102,7 +102,11 @@ pub(crate) async fn apply_feed(mut rx: mpsc::UnboundedReceiver<FeedEvent>, cache
 
 async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
     if b.everything {
-        let n = c.geofences.load_all(&c.pool).await.map_err(|e| e.to_string())?;
+        let n = c
+            .geofences
+            .load_all(&c.pool)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(sites = n, "geofence index loaded");
     } else if !b.sites.is_empty() {
         let ids: Vec<Uuid> = b.sites.iter().copied().collect();

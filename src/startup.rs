@@ -93,13 +93,14 @@ impl Application {
             actix::Actor::start(crate::ingest::restore::SessionRestorer::new(pool.clone()));
         let live = crate::ingest::live::bus(4096);
         let positions = tokio::sync::broadcast::channel(16384).0;
-        let dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher> = actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
-            pool.clone(),
-            settings.dispatch.clone(),
-            hub.clone(),
-            live.clone(),
-            positions.clone(),
-        ));
+        let dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher> =
+            actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
+                pool.clone(),
+                settings.dispatch.clone(),
+                hub.clone(),
+                live.clone(),
+                positions.clone(),
+            ));
         let geofences = Arc::new(crate::geofence::GeofenceIndex::default());
         match geofences.load_all(&pool).await {
             Ok(n) => tracing::info!(sites = n, "geofence index loaded"),
@@ -107,7 +108,8 @@ impl Application {
             // feed's first connection loads the index (retried until it succeeds).
             Err(e) => tracing::warn!(error = %e, "geofence index not loaded at start-up"),
         }
-        let violations = crate::ingest::violations::ViolationWriter::start(pool.clone(), live.clone());
+        let violations =
+            crate::ingest::violations::ViolationWriter::start(pool.clone(), live.clone());
         // The database's change feed keeps the caches true to changes made elsewhere.
         if settings.database.url.is_empty() {
             tracing::warn!("no database URL given to the application: no change feed");

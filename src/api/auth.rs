@@ -222,8 +222,12 @@ pub async fn login(
         metrics::counter!("auth_login_throttled_total").increment(1);
         let message = match refusal {
             Refusal::IpRate { .. } => "too many login attempts from this address; try again later",
-            Refusal::AccountRate { .. } => "too many login attempts on this account; try again later",
-            Refusal::Locked { .. } => "too many failed logins on this account; it is locked for a while",
+            Refusal::AccountRate { .. } => {
+                "too many login attempts on this account; try again later"
+            }
+            Refusal::Locked { .. } => {
+                "too many failed logins on this account; it is locked for a while"
+            }
         };
         return Err(ApiError::TooManyAttempts {
             message: message.into(),
@@ -247,7 +251,11 @@ pub async fn login(
     // tokens only), are verified against a decoy: the same work, the same answer.
     let stored = row
         .as_ref()
-        .and_then(|r| r.try_get::<_, Option<String>>("password_hash").ok().flatten())
+        .and_then(|r| {
+            r.try_get::<_, Option<String>>("password_hash")
+                .ok()
+                .flatten()
+        })
         .filter(|h| is_verifiable(h));
     let real = stored.is_some();
     let stored = match stored {
@@ -291,7 +299,9 @@ pub async fn login(
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     };
     throttle.succeeded(&body.email);
-    let user_id: Uuid = row.try_get("id").map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user_id: Uuid = row
+        .try_get("id")
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let status: UserStatus = row
         .try_get("status")
         .map_err(|e| ApiError::Internal(e.to_string()))?;

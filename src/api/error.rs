@@ -117,7 +117,10 @@ impl ResponseError for ApiError {
         }
         let mut res = HttpResponse::build(self.status_code());
         if let ApiError::TooManyAttempts { retry_after_s, .. } = self {
-            res.insert_header((actix_web::http::header::RETRY_AFTER, retry_after_s.to_string()));
+            res.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                retry_after_s.to_string(),
+            ));
         }
         res.json(ErrorBody {
             error: ErrorDetail {

@@ -41,9 +41,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .await
             .map_err(|e| format!("database unreachable: {e}"))?;
         match migrate::not_current_reason(&client).await {
-            Ok(None) if !state.geofences.is_loaded() => Err(
-                "geofence index not loaded yet (the database's change feed retries)".to_owned(),
-            ),
+            Ok(None) if !state.geofences.is_loaded() => {
+                Err("geofence index not loaded yet (the database's change feed retries)".to_owned())
+            }
             Ok(None) => Ok(()),
             Ok(Some(reason)) => Err(reason),
             Err(e) => Err(format!("cannot read migration state: {e}")),

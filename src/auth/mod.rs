@@ -1,5 +1,5 @@
 //! Credentials: argon2id password hashing and opaque bearer tokens.
 
 pub mod password;
-pub mod token;
 pub mod throttle;
+pub mod token;

@@ -175,7 +175,8 @@ impl LoginThrottle {
         let stale = |s: &Streak| {
             s.failures == 0
                 && s.locked_until.is_none_or(|t| t <= now)
-                && s.window.is_none_or(|w| now.duration_since(w.start) >= window)
+                && s.window
+                    .is_none_or(|w| now.duration_since(w.start) >= window)
         };
         let Some(s) = accounts.entry(account_key(email), now, stale, Streak::default) else {
             return Ok(());
@@ -203,7 +204,9 @@ impl LoginThrottle {
         let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.window;
         let stale = |s: &Streak| {
-            s.failures == 0 && s.window.is_none_or(|w| now.duration_since(w.start) >= window)
+            s.failures == 0
+                && s.window
+                    .is_none_or(|w| now.duration_since(w.start) >= window)
         };
         if let Some(s) = accounts.entry(account_key(email), now, stale, Streak::default) {
             s.failures = s.failures.saturating_add(1);
@@ -254,7 +257,9 @@ mod tests {
                 other => panic!("{email}: expected a lockout, got {other:?}"),
             }
             // Case and spaces do not make another account.
-            assert!(t.check(ip, &format!(" {} ", email.to_uppercase()), now).is_err());
+            assert!(t
+                .check(ip, &format!(" {} ", email.to_uppercase()), now)
+                .is_err());
             let later = now + Duration::from_secs(121);
             assert_eq!(t.check(ip, email, later), Ok(()), "the lockout ends");
         }

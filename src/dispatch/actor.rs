@@ -797,7 +797,11 @@ async fn record_emergency(
     if let Some(panic) = panic {
         // Staffed once: a concurrent attempt (or another daemon) that got there first wins,
         // and this transaction rolls back.
-        let state = if sent.is_empty() { "UNFILLED" } else { "DISPATCHED" };
+        let state = if sent.is_empty() {
+            "UNFILLED"
+        } else {
+            "DISPATCHED"
+        };
         let n = tx
             .exec(
                 "UPDATE panic_dispatches SET state = $2::text::\"PanicDispatchState\", emergency_id = $3,

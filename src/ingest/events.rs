@@ -1011,9 +1011,10 @@ async fn panic_alarm(
     let fix = ev.fix.as_ref();
     let snapshot = ctx.fences.snapshot();
     // Where: the shift's site when on duty, else a site whose fence holds the position.
-    let site_id = ctx.duty.map(|d| d.site_id).or_else(|| {
-        fix.and_then(|f| snapshot.containing(f.lat, f.lon).next().map(|s| s.site_id))
-    });
+    let site_id = ctx
+        .duty
+        .map(|d| d.site_id)
+        .or_else(|| fix.and_then(|f| snapshot.containing(f.lat, f.lon).next().map(|s| s.site_id)));
     let centre = ctx
         .duty
         .and_then(|d| snapshot.site(d.site_id))
@@ -1071,7 +1072,11 @@ async fn panic_alarm(
         .await?
         .try_get("id")?;
     if attached_to.is_none() {
-        let state = if lat.is_some() { "PENDING" } else { "NO_LOCATION" };
+        let state = if lat.is_some() {
+            "PENDING"
+        } else {
+            "NO_LOCATION"
+        };
         tx.exec(
             "INSERT INTO panic_dispatches (report_id, agent_id, site_id, lat, lon, location_source, state)
              VALUES ($1, $2, $3, $4, $5, $6::text::\"PanicLocationSource\", $7::text::\"PanicDispatchState\")",

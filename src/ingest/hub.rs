@@ -17,7 +17,10 @@ pub enum SessionCommand {
     Send(String),
     /// The shift the agent may be on duty on now belongs to another site (None: to none);
     /// changed elsewhere (REST, another process, SQL) and seen through the change feed.
-    ShiftSite { shift_id: Uuid, site_id: Option<Uuid> },
+    ShiftSite {
+        shift_id: Uuid,
+        site_id: Option<Uuid>,
+    },
 }
 
 struct Entry {

@@ -56,7 +56,11 @@ pub enum FeedEvent {
 }
 
 /// Runs the feed until `tx` is dropped.
-pub async fn run(config: tokio_postgres::Config, tls: MakeTls, tx: mpsc::UnboundedSender<FeedEvent>) {
+pub async fn run(
+    config: tokio_postgres::Config,
+    tls: MakeTls,
+    tx: mpsc::UnboundedSender<FeedEvent>,
+) {
     let mut backoff = Duration::from_millis(250);
     loop {
         match config.connect(tls.clone()).await {
@@ -64,8 +68,7 @@ pub async fn run(config: tokio_postgres::Config, tls: MakeTls, tx: mpsc::Unbound
                 // The connection future must be polled for notifications to arrive.
                 let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
                 let driver = tokio::spawn(async move {
-                    let mut messages =
-                        stream::poll_fn(move |cx| connection.poll_message(cx));
+                    let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(AsyncMessage::Notification(n)) => {
@@ -119,8 +122,14 @@ mod tests {
     #[test]
     fn payloads_parse_to_changes() {
         let id = Uuid::from_u128(7);
-        assert_eq!(Change::parse(&format!("sites:{id}")), Some(Change::Site(id)));
-        assert_eq!(Change::parse(&format!("api_keys:{id}")), Some(Change::ApiKey(id)));
+        assert_eq!(
+            Change::parse(&format!("sites:{id}")),
+            Some(Change::Site(id))
+        );
+        assert_eq!(
+            Change::parse(&format!("api_keys:{id}")),
+            Some(Change::ApiKey(id))
+        );
         assert_eq!(Change::parse("sites:not-a-uuid"), None);
         assert_eq!(Change::parse(&format!("nope:{id}")), None);
         assert_eq!(Change::parse("garbage"), None);

@@ -139,7 +139,8 @@ impl ConsoleSocket {
                 }
             }
             Err(stalled) => {
-                metrics::counter!("ws_closed_not_reading_total", "socket" => "console").increment(1);
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "console")
+                    .increment(1);
                 close(ctx, ws::CloseCode::Policy, stalled.to_string());
             }
         }
@@ -167,8 +168,7 @@ impl ConsoleSocket {
                 Ok(_) => {
                     // A CLIENT's new or removed sites take effect without reconnecting.
                     if let (Some(_), Some(client)) = (&act.allowed, act.client_id) {
-                        act.allowed =
-                            Some(act.state.geofences.snapshot().sites_of_client(client));
+                        act.allowed = Some(act.state.geofences.snapshot().sites_of_client(client));
                     }
                 }
                 Err(ApiError::Unauthorized(reason)) => {
@@ -205,12 +205,15 @@ impl ConsoleSocket {
                 });
             (agents, alerts)
         };
-        ctx.spawn(work.into_actor(self).map(move |(agents, alerts), act, ctx| {
-            if generation != act.generation {
-                return; // A newer subscribe's snapshot is on its way and will release the held.
-            }
-            act.send_snapshot(ctx, agents, alerts);
-        }));
+        ctx.spawn(
+            work.into_actor(self)
+                .map(move |(agents, alerts), act, ctx| {
+                    if generation != act.generation {
+                        return; // A newer subscribe's snapshot is on its way and will release the held.
+                    }
+                    act.send_snapshot(ctx, agents, alerts);
+                }),
+        );
     }
 
     fn send_snapshot(
@@ -380,9 +383,14 @@ impl Actor for ConsoleSocket {
         ctx.run_interval(heartbeat, move |act, ctx| {
             let now = Instant::now();
             if act.last_heard.elapsed() > heartbeat * 3 {
-                close(ctx, ws::CloseCode::Away, "no message for 3 heartbeats".into());
+                close(
+                    ctx,
+                    ws::CloseCode::Away,
+                    "no message for 3 heartbeats".into(),
+                );
             } else if let Err(stalled) = act.outflow.check(now) {
-                metrics::counter!("ws_closed_not_reading_total", "socket" => "console").increment(1);
+                metrics::counter!("ws_closed_not_reading_total", "socket" => "console")
+                    .increment(1);
                 close(ctx, ws::CloseCode::Policy, stalled.to_string());
             } else {
                 let payload = act.outflow.ping(now);

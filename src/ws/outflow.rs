@@ -157,11 +157,18 @@ mod tests {
     fn only_answers_to_our_pings_prove_reading() {
         let now = Instant::now();
         let mut o = Outflow::new(1000, Duration::from_secs(10));
-        assert_eq!(o.on_send(300), Ok(true), "a quarter of the bound asks for a probe");
+        assert_eq!(
+            o.on_send(300),
+            Ok(true),
+            "a quarter of the bound asks for a probe"
+        );
         let p1 = o.ping(now);
         assert_eq!(o.on_send(200), Ok(false));
         assert!(!o.on_pong(b""), "an empty pong is not ours");
-        assert!(!o.on_pong(&99u64.to_be_bytes()), "an unknown number is not ours");
+        assert!(
+            !o.on_pong(&99u64.to_be_bytes()),
+            "an unknown number is not ours"
+        );
         assert_eq!(o.unread(), 500);
         assert!(o.on_pong(&p1));
         assert_eq!(o.unread(), 200, "the bytes before the ping are read");

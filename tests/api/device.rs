@@ -132,7 +132,9 @@ impl Device {
     /// Sends a Pong the server did not ask for (it must prove nothing).
     pub async fn send_pong(&mut self, payload: &[u8]) {
         self.framed
-            .send(ws::Message::Pong(actix_web::web::Bytes::copy_from_slice(payload)))
+            .send(ws::Message::Pong(actix_web::web::Bytes::copy_from_slice(
+                payload,
+            )))
             .await
             .expect("send pong");
     }

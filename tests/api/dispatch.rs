@@ -584,7 +584,10 @@ async fn console_gets_a_snapshot_then_live_frames_within_its_scope() {
     let p = staff
         .until("position of A", |v| position_item(v, agent_a).is_some())
         .await;
-    assert_eq!(position_item(&p, agent_a).unwrap()["site_id"], f.site.to_string());
+    assert_eq!(
+        position_item(&p, agent_a).unwrap()["site_id"],
+        f.site.to_string()
+    );
     staff
         .until("panic of B", |v| {
             v["type"] == "panic" && v["agent_id"] == agent_b.to_string()

@@ -42,10 +42,14 @@ async fn a_console_gets_positions_batched_and_nothing_lost_around_a_subscribe() 
     c.send(json!({"type": "subscribe", "site_ids": null, "kinds": null}))
         .await;
     dev.send(position(3, 6.1311, 1.2011, 1)).await;
-    dev.send(json!({"type": "panic", "seq": 4, "ts": chrono::Utc::now(), "lat": 6.1311, "lon": 1.2011}))
-        .await;
+    dev.send(
+        json!({"type": "panic", "seq": 4, "ts": chrono::Utc::now(), "lat": 6.1311, "lon": 1.2011}),
+    )
+    .await;
     dev.ack(4).await;
-    let snap = c.until("snapshot after subscribe", |v| v["type"] == "snapshot").await;
+    let snap = c
+        .until("snapshot after subscribe", |v| v["type"] == "snapshot")
+        .await;
     let p = c
         .until("the move after subscribe", |v| {
             position_item(v, agent).is_some_and(|i| i["lat"] == json!(6.1311))
@@ -135,7 +139,9 @@ async fn consoles_close_when_their_login_ends_or_changes() {
     let sup = app.user("SUPERVISOR", None).await;
     let mut c = console(&app, &sup.token).await.unwrap();
     c.until("snapshot", |v| v["type"] == "snapshot").await;
-    let (s, _) = app.call("POST", "/api/v1/auth/logout", Some(&sup.token), None).await;
+    let (s, _) = app
+        .call("POST", "/api/v1/auth/logout", Some(&sup.token), None)
+        .await;
     assert_eq!(s, 204);
     let (code, reason) = c.closed().await;
     assert_eq!(code, Some(4001), "{reason}");
@@ -145,7 +151,10 @@ async fn consoles_close_when_their_login_ends_or_changes() {
     c.until("snapshot", |v| v["type"] == "snapshot").await;
     app.db()
         .await
-        .execute("UPDATE users SET status = 'SUSPENDED' WHERE id = $1", &[&sup2.id])
+        .execute(
+            "UPDATE users SET status = 'SUSPENDED' WHERE id = $1",
+            &[&sup2.id],
+        )
         .await
         .unwrap();
     assert_eq!(c.closed().await.0, Some(4001));
@@ -204,7 +213,11 @@ async fn a_panic_without_a_fix_is_dispatched_and_repeats_send_nobody_more() {
     let frame = helper_dev
         .until("dispatch", |v| v["type"] == "dispatch")
         .await;
-    assert_eq!(frame["lat"], json!(INSIDE.0), "placed at the last trusted fix");
+    assert_eq!(
+        frame["lat"],
+        json!(INSIDE.0),
+        "placed at the last trusted fix"
+    );
     let db = app.db().await;
     let row = db
         .query_one(
@@ -262,7 +275,9 @@ async fn a_panic_committed_but_never_announced_is_still_dispatched() {
     )
     .await
     .unwrap();
-    helper_dev.until("dispatch", |v| v["type"] == "dispatch").await;
+    helper_dev
+        .until("dispatch", |v| v["type"] == "dispatch")
+        .await;
     let state: String = db
         .query_one(
             "SELECT state::text FROM panic_dispatches WHERE report_id = $1",
@@ -292,14 +307,18 @@ async fn clock_in_on_an_emergency_at_a_point_is_refused_and_the_session_lives_on
     assert_eq!(b["assigned"][0]["agent_id"], agent.to_string());
     let emergency = b["id"].as_str().unwrap().to_owned();
     // Clock out of the regular shift, then try to clock in on the emergency.
-    dev.send(json!({"type": "clock_out", "seq": 3, "ts": chrono::Utc::now(), "method": "GPS",
-                    "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}))
-        .await;
+    dev.send(
+        json!({"type": "clock_out", "seq": 3, "ts": chrono::Utc::now(), "method": "GPS",
+                    "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}),
+    )
+    .await;
     dev.ack(3).await;
     for _ in 0..2 {
-        dev.send(json!({"type": "clock_in", "seq": 4, "ts": chrono::Utc::now(), "shift_id": emergency,
-                        "method": "GPS", "lat": 6.1353, "lon": 1.2053, "accuracy_m": 5}))
-            .await;
+        dev.send(
+            json!({"type": "clock_in", "seq": 4, "ts": chrono::Utc::now(), "shift_id": emergency,
+                        "method": "GPS", "lat": 6.1353, "lon": 1.2053, "accuracy_m": 5}),
+        )
+        .await;
         assert_eq!(dev.error(Some(4)).await, "shift_without_site");
     }
     dev.send(position(5, 6.1353, 1.2053, 0)).await;
@@ -373,7 +392,11 @@ async fn agents_changed_outside_the_api_are_neither_dispatched_nor_kept_connecte
         )
         .await;
     assert_eq!(s, 201, "{b}");
-    assert_eq!(b["assigned"], json!([]), "a terminated agent is not sent: {b}");
+    assert_eq!(
+        b["assigned"],
+        json!([]),
+        "a terminated agent is not sent: {b}"
+    );
     db.execute(
         "UPDATE users SET status = 'SUSPENDED' WHERE id = (SELECT user_id FROM agents WHERE id = $1)",
         &[&agent],
@@ -469,7 +492,12 @@ async fn a_client_user_sees_agents_without_their_private_fields() {
     let items = page["items"].as_array().expect("items");
     assert_eq!(items.len(), 1, "{page}");
     let (s, one) = app
-        .call("GET", &format!("/api/v1/agents/{}", f.agent), Some(&viewer.token), None)
+        .call(
+            "GET",
+            &format!("/api/v1/agents/{}", f.agent),
+            Some(&viewer.token),
+            None,
+        )
         .await;
     assert_eq!(s, 200, "{one}");
     for seen in [&items[0], &one] {
@@ -488,7 +516,10 @@ async fn a_client_user_sees_agents_without_their_private_fields() {
             "certifications",
             "hire_date",
         ] {
-            assert!(seen.get(hidden).is_none(), "{hidden} shown to a CLIENT: {seen}");
+            assert!(
+                seen.get(hidden).is_none(),
+                "{hidden} shown to a CLIENT: {seen}"
+            );
         }
         assert_eq!(seen["id"], f.agent.to_string());
         assert_eq!(seen["first_name"], "Kofi");
@@ -507,8 +538,59 @@ async fn a_client_user_sees_agents_without_their_private_fields() {
         .unwrap()
         .get(0);
     let (_, page) = app
-        .call("GET", &format!("/api/v1/agents?q={email}"), Some(&viewer.token), None)
+        .call(
+            "GET",
+            &format!("/api/v1/agents?q={email}"),
+            Some(&viewer.token),
+            None,
+        )
         .await;
     assert_eq!(page["items"], json!([]), "{page}");
     let _: Value = page;
+}
+
+#[actix_web::test]
+async fn a_violation_that_cannot_be_written_is_retried_until_it_is() {
+    let mut settings = test_settings(&fresh_database(true).await);
+    settings.geofence.exit_consecutive_fixes = 1;
+    let app = spawn_app_on(settings).await;
+    let f = field(&app).await;
+    let mut d = Device::connect(&app, &f.token).await;
+    d.send(json!({"type": "clock_in", "seq": 1, "ts": chrono::Utc::now(), "shift_id": f.shift, "method": "GPS",
+                  "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}))
+        .await;
+    d.ack(1).await;
+    d.send(position(2, INSIDE.0, INSIDE.1, 0)).await;
+    d.ack(2).await;
+    let db = app.db().await;
+    // The table is unavailable for a while.
+    db.batch_execute("ALTER TABLE geofence_violations RENAME TO geofence_violations_away")
+        .await
+        .unwrap();
+    d.send(position(
+        3,
+        crate::device::OUTSIDE.0,
+        crate::device::OUTSIDE.1,
+        60,
+    ))
+    .await;
+    d.ack(3).await;
+    d.until("geofence exit", |v| {
+        v["type"] == "geofence" && v["event"] == "exit"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    db.batch_execute("ALTER TABLE geofence_violations_away RENAME TO geofence_violations")
+        .await
+        .unwrap();
+    eventually("the violation row", 15, || async {
+        db.query_one(
+            "SELECT count(*) FROM geofence_violations WHERE agent_id = $1 AND resolved_at IS NULL",
+            &[&f.agent],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap_or(false)
+    })
+    .await;
 }

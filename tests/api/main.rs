@@ -14,3 +14,4 @@ mod ingest;
 mod ops;
 mod schema;
 mod seed;
+mod tls;
