@@ -15,7 +15,9 @@
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
 //! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (45 s: the devices clock in
 //! spread over its first 30 s, and emergencies are raised after it; latencies of events sent
-//! in it are not recorded, throughput counts them), LOADBENCH_JSON=1 for JSON lines.
+//! in it are not recorded, throughput counts them), LOADBENCH_CONSOLES (1: control-room
+//! consoles watching every agent through both runs; the report says whether they stayed open
+//! and how often they saw each agent), LOADBENCH_JSON=1 for JSON lines.
 //!
 //! Every device clocks in on its shift (GPS) during the open loop's warm-up, scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
@@ -86,6 +88,8 @@ fn main() {
     let window: usize = env("LOADBENCH_WINDOW", 16);
     let batch: usize = env("LOADBENCH_BATCH", 1);
     let emergencies: usize = env("LOADBENCH_EMERGENCIES", 200);
+    // Control-room consoles watching every agent through both runs (issue 10: never closed).
+    let consoles: usize = env("LOADBENCH_CONSOLES", 1);
     let warmup: u64 = env("LOADBENCH_WARMUP", 45);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     if agents == 0
@@ -163,6 +167,7 @@ fn main() {
             warmup: Duration::from_secs(warmup),
             emergencies,
             api_token: Some(api_token),
+            consoles,
         };
         let open = loadgen::run(&base, &devices, pid).await;
         print(&format!("open loop: {agents} agents x {rate} Hz"), &open, json);
@@ -183,6 +188,11 @@ fn main() {
             println!("daemon / ceiling    {:.1}% (closed loop {:.0} events/s)", ratio * 100.0, closed.acked_per_s);
             println!("lossless check      {} rows stored for {} acked events: {}", stored, acked,
                 if stored as u64 == acked { "PASS" } else { "FAIL" });
+            if consoles > 0 {
+                let all_open = open.consoles.iter().chain(&closed.consoles).all(|c| c.connected && c.closed.is_none());
+                println!("console check       {consoles} console(s) open throughout both runs: {}",
+                    if all_open { "PASS" } else { "FAIL" });
+            }
         }
         drop(server);
     });

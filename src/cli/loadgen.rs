@@ -50,6 +50,9 @@ pub struct LoadgenArgs {
     /// Emergencies to raise through the REST API during the run (timed to the dispatch frame).
     #[arg(long, default_value_t = 0)]
     pub emergencies: usize,
+    /// Control-room consoles to hold open during the run, watching every agent (0..=16).
+    #[arg(long, default_value_t = 1)]
+    pub consoles: usize,
 }
 
 pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), CliError> {
@@ -75,6 +78,12 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
             args.warmup, args.duration
         )));
     }
+    if args.consoles > 16 {
+        return Err(CliError::Usage(format!(
+            "--consoles must be 0..16, not {}",
+            args.consoles
+        )));
+    }
     if !(0.01..=1000.0).contains(&args.rate) || args.batch == 0 || args.agents == 0 {
         return Err(CliError::Usage(
             "--rate must be 0.01..1000, --batch and --agents at least 1".into(),
@@ -95,7 +104,6 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
     let devices = loadgen::provision(&db, &args.url, &api_token, args.agents)
         .await
         .map_err(CliError::Failed)?;
-    let api_token = (args.emergencies > 0).then_some(api_token);
     let opts = LoadOptions {
         url: args.url,
         rate_hz: args.rate,
@@ -107,7 +115,8 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         clock_in: !args.no_clock_in,
         warmup: Duration::from_secs(args.warmup),
         emergencies: args.emergencies,
-        api_token,
+        api_token: Some(api_token),
+        consoles: args.consoles,
     };
     let report = loadgen::run(&opts, &devices, args.server_pid).await;
     let agents: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();

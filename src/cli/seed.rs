@@ -497,15 +497,25 @@ async fn run(
     }
 
     // A week of shifts from today: day 06:00–18:00 and night 18:00–06:00 (Lomé is UTC+0)
-    // at every site; about two thirds assigned, no agent twice on one day.
+    // at every site; about two thirds assigned, no agent twice on one day. Last night's shift
+    // too, so that a demo loaded in the small hours has guards who can clock in now; it takes
+    // agents left free today.
     let today = Utc::now()
         .duration_trunc(Duration::days(1))
         .expect("day truncation");
     let mut shifts = 0;
-    for day in 0..7 {
-        let mut free: Vec<usize> = (0..agents.len()).collect();
+    let mut free: Vec<usize> = Vec::new();
+    for day in [0i64, -1, 1, 2, 3, 4, 5, 6] {
+        if day != -1 {
+            free = (0..agents.len()).collect();
+        }
+        let slots: &[(i64, &str)] = if day == -1 {
+            &[(18, "night")]
+        } else {
+            &[(6, "day"), (18, "night")]
+        };
         for site in &site_ids {
-            for (start_h, kind) in [(6, "day"), (18, "night")] {
+            for &(start_h, kind) in slots {
                 let start = today + Duration::days(day) + Duration::hours(start_h);
                 let assigned = (rng.below(3) < 2 && !free.is_empty())
                     .then(|| free.swap_remove(rng.below(free.len())));

@@ -29,6 +29,9 @@ use crate::{
     ws::outflow::Outflow,
 };
 
+/// Live events held while a snapshot is built, at most (the live bus's own capacity).
+const MAX_HELD: usize = 4096;
+
 /// Close code: the console's login ended (logout, expiry, revocation, suspension, deletion).
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Close code: the user's role or client changed; reconnect to get the new scope.
@@ -234,24 +237,17 @@ impl ConsoleSocket {
             })
             .collect();
         // What the snapshot holds, so that held events do not repeat it.
-        let in_snapshot: HashSet<(&str, Uuid)> = alerts
+        let in_snapshot: HashSet<(&'static str, Uuid)> = alerts
             .iter()
             .filter_map(|a| {
-                let kind = a["kind"].as_str()?;
-                let id = match kind {
-                    "violation" => a["violation_id"].as_str(),
-                    "emergency" => a["emergency_id"].as_str(),
-                    "panic" => a["report_id"].as_str(),
-                    _ => None,
-                }?;
+                let (kind, id) = match a["kind"].as_str()? {
+                    "violation" => ("violation", a["violation_id"].as_str()?),
+                    "emergency" => ("emergency", a["emergency_id"].as_str()?),
+                    "panic" => ("panic", a["report_id"].as_str()?),
+                    _ => return None,
+                };
                 Some((kind, id.parse().ok()?))
             })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect();
-        let in_snapshot: HashSet<(String, Uuid)> = in_snapshot
-            .into_iter()
-            .map(|(k, id)| (k.to_owned(), id))
             .collect();
         for a in &agents {
             if let (Some(p), Some((_, _, at))) = (self.pending.get(&a.agent_id), a.fix) {
@@ -273,7 +269,7 @@ impl ConsoleSocket {
                 LiveEvent::Panic { report_id, .. } => Some(("panic", *report_id)),
                 _ => None,
             };
-            if key.is_some_and(|(k, id)| in_snapshot.contains(&(k.to_owned(), id))) {
+            if key.is_some_and(|k| in_snapshot.contains(&k)) {
                 continue;
             }
             self.deliver(ctx, &e);
@@ -407,6 +403,13 @@ impl Handler<Live> for ConsoleSocket {
     type Result = ();
     fn handle(&mut self, msg: Live, ctx: &mut Self::Context) {
         match &mut self.held {
+            // Bounded like the bus itself: a snapshot that takes very long loses the oldest
+            // held events, and the console is told, as when it lags behind the bus.
+            Some(held) if held.len() >= MAX_HELD => {
+                held.remove(0);
+                ctx.notify(Missed(1));
+                held.push(msg.0);
+            }
             Some(held) => held.push(msg.0),
             None => self.deliver(ctx, &msg.0),
         }

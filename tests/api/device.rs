@@ -195,6 +195,16 @@ impl Device {
         }
     }
 
+    /// Clocks in by GPS on `shift` at the field's inside point, and waits for the ack.
+    pub async fn clock_in_inside(&mut self, seq: u64, shift: Uuid) {
+        self.send(
+            json!({"type": "clock_in", "seq": seq, "ts": chrono::Utc::now(), "shift_id": shift,
+                         "method": "GPS", "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}),
+        )
+        .await;
+        self.ack(seq).await;
+    }
+
     /// Waits for the ack of `seq`.
     pub async fn ack(&mut self, seq: u64) {
         if !self.acked.contains(&seq) {

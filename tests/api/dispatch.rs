@@ -20,9 +20,7 @@ pub async fn on_duty(app: &TestApp, f: &Field, lat: f64, lon: f64) -> (Uuid, Dev
     let (_, token) = device_token(app, &f.admin, agent).await;
     let shift = shift_now(app, &f.admin, f.site, agent).await;
     let mut d = Device::connect(app, &token).await;
-    d.send(json!({"type": "clock_in", "seq": 1, "ts": chrono::Utc::now(), "shift_id": shift, "method": "GPS",
-                  "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5})).await;
-    d.ack(1).await;
+    d.clock_in_inside(1, shift).await;
     d.send(position(2, lat, lon, 0)).await;
     d.ack(2).await;
     (agent, d)

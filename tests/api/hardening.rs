@@ -198,10 +198,7 @@ async fn a_panic_without_a_fix_is_dispatched_and_repeats_send_nobody_more() {
     let (helper, mut helper_dev) = responder(&app, &f).await;
     // The reporter, on duty with a recent fix, presses panic three times, without a fix.
     let mut d = Device::connect(&app, &f.token).await;
-    d.send(json!({"type": "clock_in", "seq": 1, "ts": chrono::Utc::now(), "shift_id": f.shift, "method": "GPS",
-                  "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}))
-        .await;
-    d.ack(1).await;
+    d.clock_in_inside(1, f.shift).await;
     d.send(position(2, INSIDE.0, INSIDE.1, 0)).await;
     d.ack(2).await;
     dispatcher_knows(&app, 2).await;
@@ -556,10 +553,7 @@ async fn a_violation_that_cannot_be_written_is_retried_until_it_is() {
     let app = spawn_app_on(settings).await;
     let f = field(&app).await;
     let mut d = Device::connect(&app, &f.token).await;
-    d.send(json!({"type": "clock_in", "seq": 1, "ts": chrono::Utc::now(), "shift_id": f.shift, "method": "GPS",
-                  "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}))
-        .await;
-    d.ack(1).await;
+    d.clock_in_inside(1, f.shift).await;
     d.send(position(2, INSIDE.0, INSIDE.1, 0)).await;
     d.ack(2).await;
     let db = app.db().await;

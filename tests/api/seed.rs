@@ -43,7 +43,13 @@ async fn demo_seed_fills_an_empty_database_once() {
         "varied skills"
     );
     assert!(count("SELECT count(*) FROM agents WHERE cardinality(certifications) > 0").await > 10);
-    assert_eq!(count("SELECT count(*) FROM shifts").await, 7 * 12 * 2);
+    // A week of day and night shifts at 12 sites, and last night's.
+    assert_eq!(count("SELECT count(*) FROM shifts").await, 7 * 12 * 2 + 12);
+    assert_eq!(
+        count("SELECT count(*) FROM shifts WHERE start_time <= now() AND end_time > now()").await,
+        12,
+        "at any hour, one shift runs at every site"
+    );
     assert!(
         count("SELECT count(*) FROM shifts WHERE end_time - start_time > interval '24 hours'")
             .await

@@ -46,35 +46,28 @@ impl Drop for TlsServer {
     }
 }
 
+/// A self-signed end-entity certificate for `cn` (and `san`, if any), and its key.
+fn self_signed(cn: &str, san: Option<&str>, cert: &Path, key: &Path) {
+    let mut c = Command::new("openssl");
+    c.args([
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    ])
+    .arg("-subj")
+    .arg(format!("/CN={cn}"))
+    .args(["-addext", "basicConstraints=critical,CA:FALSE"]);
+    if let Some(san) = san {
+        c.arg("-addext").arg(format!("subjectAltName={san}"));
+    }
+    c.arg("-keyout").arg(key).arg("-out").arg(cert);
+    run(c, "openssl (apt-get install openssl)");
+}
+
 fn start_tls_server() -> TlsServer {
     let bin = find_bin_dir(None).expect("PostgreSQL binaries");
     let dir = scratch_dir("pgtls");
     let data = dir.join("data");
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    run(
-        {
-            let mut c = Command::new("openssl");
-            c.args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert);
-            c
-        },
-        "openssl (apt-get install openssl)",
-    );
+    self_signed("localhost", Some("IP:127.0.0.1,DNS:localhost"), &cert, &key);
     std::fs::create_dir_all(&data).unwrap();
     if unsafe { libc::geteuid() } == 0 {
         for p in [&dir, &data, &cert, &key] {
@@ -184,29 +177,7 @@ async fn sslmode_is_honoured_with_and_without_a_ca_file() {
     // Another CA: refused.
     let other = scratch_dir("otherca").join("other.crt");
     let key = other.with_extension("key");
-    run(
-        {
-            let mut c = Command::new("openssl");
-            c.args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=other",
-            ])
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&other);
-            c
-        },
-        "openssl",
-    );
+    self_signed("other", None, &other, &key);
     assert!(
         try_pool(&base("localhost", "require"), Some(&other))
             .await

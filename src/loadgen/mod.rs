@@ -20,6 +20,8 @@ use uuid::Uuid;
 
 use crate::auth::token::{self, TokenKind};
 
+pub mod console;
+
 /// One device of the run.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -61,8 +63,10 @@ pub struct LoadOptions {
     /// Emergencies raised through the REST API during the run (spread over it), each timed
     /// from the request to the `dispatch` frame on the chosen agent's socket.
     pub emergencies: usize,
-    /// Session token (ADMIN) for the REST API; see `provision_staff`.
+    /// Session token (ADMIN) for the REST API and the consoles; see `provision_staff`.
     pub api_token: Option<String>,
+    /// Control-room consoles held open for the whole run (watching every agent).
+    pub consoles: usize,
 }
 
 /// What a run measured.
@@ -95,6 +99,8 @@ pub struct Report {
     /// two thirds of the warm-up, so a last ack much later means they queued.
     pub clock_ins_acked: u64,
     pub last_clock_in_ack_s: f64,
+    /// What each console saw (`--consoles`).
+    pub consoles: Vec<console::ConsoleReport>,
 }
 
 /// Shared counters and histograms of a run.
@@ -371,6 +377,22 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     let cpu_before = server_pid.and_then(process_stats).map(|s| s.0);
     let started = Instant::now();
     let _ = start_tx.send(Some(started));
+    let consoles: Vec<_> = match &opts.api_token {
+        Some(token) => (0..opts.consoles)
+            .map(|_| {
+                let watch = Arc::new(console::ConsoleWatch::default());
+                let task = actix_web::rt::spawn(console::watch(
+                    opts.url.clone(),
+                    token.clone(),
+                    watch.clone(),
+                    started + opts.warmup,
+                    started + opts.duration,
+                ));
+                (watch, task)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let emergencies = match (&opts.api_token, opts.emergencies) {
         (Some(token), n) if n > 0 => {
             let (opts, devices, token) = (opts.clone(), devices.to_vec(), token.clone());
@@ -435,6 +457,13 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     for t in tasks {
         t.abort();
     }
+    let consoles = consoles
+        .into_iter()
+        .map(|(watch, task)| {
+            task.abort();
+            watch.report()
+        })
+        .collect();
     let total = shared.total.lock().expect("histogram lock").clone();
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
@@ -478,6 +507,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         emergency_max_ms: emergency_ms(1.0),
         clock_ins_acked: shared.clock_ins_acked.load(Ordering::Relaxed),
         last_clock_in_ack_s: shared.last_clock_in_ack_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        consoles,
     }
 }
 
@@ -505,7 +535,26 @@ impl Report {
             )
         } else {
             String::new()
-        }
+        } + &self
+            .consoles
+            .iter()
+            .map(|c| {
+                format!(
+                    "console            {}; {} positions frames ({} items, largest {} KiB), {} agents seen, longest gap {:.1} s, {} gaps over 2 s\n",
+                    match (&c.closed, c.connected) {
+                        (Some(how), _) => format!("ENDED EARLY ({how})"),
+                        (None, true) => "open throughout".to_owned(),
+                        (None, false) => "never connected".to_owned(),
+                    },
+                    c.positions_frames,
+                    c.position_items,
+                    c.largest_frame_bytes / 1024,
+                    c.agents_seen,
+                    c.max_gap_s,
+                    c.gaps_over_2s
+                )
+            })
+            .collect::<String>()
     }
 }
 
