@@ -27,6 +27,20 @@ pub async fn on_duty(app: &TestApp, f: &Field, lat: f64, lon: f64) -> (Uuid, Dev
 }
 
 /// Waits until the dispatcher knows `n` agents on duty.
+/// Raises an emergency at (lat, lon) through REST; returns the 201 body.
+pub async fn raise_emergency(app: &TestApp, token: &str, lat: f64, lon: f64) -> Value {
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/emergencies",
+            Some(token),
+            Some(json!({"lat": lat, "lon": lon})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b
+}
+
 pub async fn dispatcher_knows(app: &TestApp, n: usize) {
     for _ in 0..100 {
         let agents = app
@@ -173,15 +187,7 @@ async fn a_decline_and_a_timeout_pass_the_task_on() {
     let (b, mut b_dev) = on_duty(&app, &f, 6.1320, 1.2020).await;
     let (c, mut c_dev) = on_duty(&app, &f, 6.1380, 1.2080).await;
     dispatcher_knows(&app, 3).await;
-    let (s, e) = app
-        .call(
-            "POST",
-            "/api/v1/emergencies",
-            Some(&f.admin.token),
-            Some(json!({"lat": 6.1301, "lon": 1.2001})),
-        )
-        .await;
-    assert_eq!(s, 201, "{e}");
+    let e = raise_emergency(&app, &f.admin.token, 6.1301, 1.2001).await;
     assert_eq!(e["assigned"][0]["agent_id"], a.to_string());
     let id = e["id"].as_str().unwrap().to_owned();
     dispatch_frame(&mut a_dev).await;
@@ -694,14 +700,6 @@ async fn the_live_picture_survives_a_restart() {
     let (lat, lon, _) = a.fix.expect("last trusted fix reloaded");
     assert_eq!((lat, lon), (6.1315, 1.2015));
     // And can dispatch that agent.
-    let (s, b) = app
-        .call(
-            "POST",
-            "/api/v1/emergencies",
-            Some(&f.admin.token),
-            Some(json!({"lat": 6.1316, "lon": 1.2016})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let b = raise_emergency(&app, &f.admin.token, 6.1316, 1.2016).await;
     assert_eq!(b["assigned"][0]["agent_id"], agent.to_string());
 }

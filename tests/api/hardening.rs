@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::{
     control::{make_agent, make_client, square},
     device::{device_token, field, position, shift_now, Device, INSIDE},
-    dispatch::{console, dispatcher_knows, on_duty, position_item},
+    dispatch::{console, dispatcher_knows, on_duty, position_item, raise_emergency},
     helpers::{fresh_database, spawn_app, spawn_app_on, test_settings, TestApp},
 };
 
@@ -145,45 +145,32 @@ async fn consoles_close_when_their_login_ends_or_changes() {
     assert_eq!(s, 204);
     let (code, reason) = c.closed().await;
     assert_eq!(code, Some(4001), "{reason}");
-    // Suspension, made outside the API.
-    let sup2 = app.user("SUPERVISOR", None).await;
-    let mut c = console(&app, &sup2.token).await.unwrap();
-    c.until("snapshot", |v| v["type"] == "snapshot").await;
-    app.db()
-        .await
-        .execute(
-            "UPDATE users SET status = 'SUSPENDED' WHERE id = $1",
-            &[&sup2.id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(c.closed().await.0, Some(4001));
-    // Role change.
-    let sup3 = app.user("SUPERVISOR", None).await;
-    let mut c = console(&app, &sup3.token).await.unwrap();
-    c.until("snapshot", |v| v["type"] == "snapshot").await;
-    app.db()
-        .await
-        .execute(
-            "UPDATE users SET role = 'CLIENT', client_id = $2 WHERE id = $1",
-            &[&sup3.id, &client],
-        )
-        .await
-        .unwrap();
-    assert_eq!(c.closed().await.0, Some(4003));
-    // Expiry.
-    let sup4 = app.user("SUPERVISOR", None).await;
-    let mut c = console(&app, &sup4.token).await.unwrap();
-    c.until("snapshot", |v| v["type"] == "snapshot").await;
-    app.db()
-        .await
-        .execute(
-            "UPDATE api_keys SET expires_at = now() WHERE user_id = $1",
-            &[&sup4.id],
-        )
-        .await
-        .unwrap();
-    assert_eq!(c.closed().await.0, Some(4001));
+    // Changes made outside the API: suspension, role change, expiry.
+    let cases = [
+        (
+            "UPDATE users SET status = 'SUSPENDED' WHERE id = $1".to_owned(),
+            4001,
+        ),
+        (
+            format!("UPDATE users SET role = 'CLIENT', client_id = '{client}' WHERE id = $1"),
+            4003,
+        ),
+        (
+            "UPDATE api_keys SET expires_at = now() WHERE user_id = $1".to_owned(),
+            4001,
+        ),
+    ];
+    for (sql, expected) in cases {
+        let sup = app.user("SUPERVISOR", None).await;
+        let mut c = console(&app, &sup.token).await.unwrap();
+        c.until("snapshot", |v| v["type"] == "snapshot").await;
+        app.db()
+            .await
+            .execute(sql.as_str(), &[&sup.id])
+            .await
+            .unwrap();
+        assert_eq!(c.closed().await.0, Some(expected), "{sql}");
+    }
 }
 
 /// The responder's device: on duty near the field's site.
@@ -292,15 +279,7 @@ async fn clock_in_on_an_emergency_at_a_point_is_refused_and_the_session_lives_on
     let f = field(&app).await;
     let (agent, mut dev) = on_duty(&app, &f, 6.1352, 1.2052).await;
     dispatcher_knows(&app, 1).await;
-    let (s, b) = app
-        .call(
-            "POST",
-            "/api/v1/emergencies",
-            Some(&f.admin.token),
-            Some(json!({"lat": 6.1353, "lon": 1.2053})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let b = raise_emergency(&app, &f.admin.token, 6.1353, 1.2053).await;
     assert_eq!(b["assigned"][0]["agent_id"], agent.to_string());
     let emergency = b["id"].as_str().unwrap().to_owned();
     // Clock out of the regular shift, then try to clock in on the emergency.
@@ -380,15 +359,7 @@ async fn agents_changed_outside_the_api_are_neither_dispatched_nor_kept_connecte
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (s, b) = app
-        .call(
-            "POST",
-            "/api/v1/emergencies",
-            Some(&f.admin.token),
-            Some(json!({"lat": 6.1353, "lon": 1.2053})),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    let b = raise_emergency(&app, &f.admin.token, 6.1353, 1.2053).await;
     assert_eq!(
         b["assigned"],
         json!([]),
