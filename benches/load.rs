@@ -104,7 +104,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    loadgen::raise_fd_limit();
+    bahinlink::os::raise_fd_limit();
 
     let dir = std::env::temp_dir().join(format!("bahinlink-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -124,7 +124,7 @@ fn event_path(c: &mut Criterion) {
         b.iter(|| black_box(parse_frame(black_box(&fifty))))
     });
     let ev = parse_frame(&one).remove(0).unwrap();
-    let fix = ev.fix.unwrap();
+    let fix = *ev.fix().expect("a position carries a fix");
     let last = bahinlink::ingest::session::LastFix {
         ts: now - Duration::seconds(1),
         lat: 6.13185,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::{
     dispatch::actor::{Dispatcher, ReplaceBlocked, SetBlocked},
     geofence::GeofenceIndex,
-    ingest::hub::{AgentHub, CloseAgents, RevokeDevice, ShiftSiteChanged},
+    realtime::hub::{AgentHub, CloseAgents, RevokeDevice, ShiftSiteChanged},
     storage::listen::{Change, FeedEvent},
 };
 

@@ -162,10 +162,19 @@ pub struct AuthSettings {
     pub max_concurrent_hashes: usize,
 }
 
+/// argon2id cost parameters (from `[auth]` settings).
+#[derive(Debug, Clone, Copy)]
+pub struct HashCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+}
+
 impl AuthSettings {
     /// The argon2id cost.
-    pub fn hash_cost(&self) -> crate::auth::password::HashCost {
-        crate::auth::password::HashCost {
+    pub fn hash_cost(&self) -> HashCost {
+        HashCost {
             memory_kib: self.argon2_memory_kib,
             iterations: self.argon2_iterations,
         }

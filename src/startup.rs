@@ -3,54 +3,25 @@
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, dev::ServerHandle, middleware, web, App, HttpServer};
+use actix_web::{
+    dev::Server,
+    dev::ServerHandle,
+    middleware,
+    web::{self, delete, get, patch, post},
+    App, HttpServer,
+};
 use deadpool_postgres::Pool;
-use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::{api, configuration::Settings, observability};
-
-/// State shared by every handler and actor.
-pub struct AppState {
-    /// The PostgreSQL pool.
-    pub pool: Pool,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-    /// The settings the application was built with.
-    pub settings: Arc<Settings>,
-    /// argon2 hash verified against when a login names an unknown email (equal timing).
-    pub decoy_hash: std::sync::OnceLock<String>,
-    /// Login throttling, lockouts and the bound on concurrent password hashes.
-    pub login_throttle: crate::auth::throttle::LoginThrottle,
-    /// Every active site's geofence, for lock-free lookups on the event path.
-    pub geofences: Arc<crate::geofence::GeofenceIndex>,
-    /// The batching writer of positions.
-    pub writer: crate::ingest::writer::WriterHandle,
-    /// Restores connecting sessions' state in batches.
-    pub(crate) restorer: actix::Addr<crate::ingest::restore::SessionRestorer>,
-    /// The registry of connected agents.
-    pub hub: actix::Addr<crate::ingest::hub::AgentHub>,
-    /// Field events for the dispatcher and consoles.
-    pub live: crate::ingest::live::LiveBus,
-    /// Coalesced positions of on-duty agents, for consoles.
-    pub positions: tokio::sync::broadcast::Sender<crate::ingest::live::PositionUpdate>,
-    /// The dispatcher actor.
-    pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
-    /// Writes geofence violations, retrying each until it is committed.
-    pub violations: crate::ingest::violations::ViolationWriter,
-    /// Announces revoked device tokens (api_keys.id) so that live connections using them
-    /// are closed at once.
-    pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
-}
-
-impl AppState {
-    /// Publishes a site's new (or removed) geofence to the running daemon. Called after the
-    /// change is committed; a failure is logged and leaves the previous fence in place.
-    pub async fn geofences_changed(&self, site_id: uuid::Uuid) {
-        if let Err(e) = self.geofences.reload_site(&self.pool, site_id).await {
-            tracing::error!(%site_id, error = %e, "geofence index not updated");
-        }
-    }
-}
+use crate::{
+    api::{
+        self, agents, audit, auth, checkpoints, clients, device_tokens, dispatch, extract, openapi,
+        ops, shifts, sites, time_off, users,
+    },
+    configuration::Settings,
+    observability,
+    state::AppState,
+    ws,
+};
 
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +59,10 @@ impl Application {
         let settings = Arc::new(settings);
         let writer =
             crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
-        let hub = actix::Actor::start(crate::ingest::hub::AgentHub::default());
+        let hub = actix::Actor::start(crate::realtime::hub::AgentHub::default());
         let restorer =
             actix::Actor::start(crate::ingest::restore::SessionRestorer::new(pool.clone()));
-        let live = crate::ingest::live::bus(4096);
+        let live = crate::realtime::live::bus(4096);
         let positions = tokio::sync::broadcast::channel(16384).0;
         let dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher> =
             actix::Actor::start(crate::dispatch::actor::Dispatcher::new(
@@ -158,7 +129,7 @@ impl Application {
             use tokio::sync::broadcast::error::RecvError;
             loop {
                 match revoked.recv().await {
-                    Ok(id) => revoke_hub.do_send(crate::ingest::hub::RevokeDevice(id)),
+                    Ok(id) => revoke_hub.do_send(crate::realtime::hub::RevokeDevice(id)),
                     Err(RecvError::Lagged(n)) => {
                         tracing::error!(missed = n, "device revocations lagged")
                     }
@@ -174,7 +145,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::JsonConfig::default().limit(json_limit))
                 .app_data(web::PayloadConfig::new(json_limit))
-                .configure(api::routes)
+                .configure(routes)
                 .default_service(web::to(api::error::not_found))
         })
         .disable_signals()
@@ -214,4 +185,120 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// A resource whose unsupported methods answer a JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(api::error::method_not_allowed))
+}
+
+/// Registers every route of the daemon.
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics);
+    cfg.service(resource("/ws/agent").route(get().to(ws::agent::agent_ws)));
+    cfg.service(resource("/ws/console").route(get().to(ws::console::console_ws)));
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(web::PathConfig::default().error_handler(extract::path_error))
+            .app_data(web::QueryConfig::default().error_handler(extract::query_error))
+            .service(resource("/openapi.json").route(get().to(openapi::document)))
+            .service(resource("/auth/login").route(post().to(auth::login)))
+            .service(resource("/auth/logout").route(post().to(auth::logout)))
+            .service(resource("/auth/me").route(get().to(auth::me)))
+            .service(
+                resource("/users")
+                    .route(post().to(users::create))
+                    .route(get().to(users::list)),
+            )
+            .service(
+                resource("/users/{id}")
+                    .route(get().to(users::get))
+                    .route(patch().to(users::update))
+                    .route(delete().to(users::delete)),
+            )
+            .service(
+                resource("/clients")
+                    .route(post().to(clients::create))
+                    .route(get().to(clients::list)),
+            )
+            .service(
+                resource("/clients/{id}")
+                    .route(get().to(clients::get))
+                    .route(patch().to(clients::update))
+                    .route(delete().to(clients::delete)),
+            )
+            .service(
+                resource("/sites")
+                    .route(post().to(sites::create))
+                    .route(get().to(sites::list)),
+            )
+            .service(
+                resource("/sites/{id}")
+                    .route(get().to(sites::get))
+                    .route(patch().to(sites::update))
+                    .route(delete().to(sites::delete)),
+            )
+            .service(
+                resource("/sites/{site_id}/qr-codes")
+                    .route(post().to(checkpoints::create_qr))
+                    .route(get().to(checkpoints::list_qr)),
+            )
+            .service(
+                resource("/sites/{site_id}/nfc-tags")
+                    .route(post().to(checkpoints::create_nfc))
+                    .route(get().to(checkpoints::list_nfc)),
+            )
+            .service(resource("/qr-codes/{id}").route(delete().to(checkpoints::deactivate_qr)))
+            .service(resource("/nfc-tags/{id}").route(delete().to(checkpoints::deactivate_nfc)))
+            .service(
+                resource("/agents")
+                    .route(post().to(agents::create))
+                    .route(get().to(agents::list)),
+            )
+            .service(
+                resource("/agents/{id}")
+                    .route(get().to(agents::get))
+                    .route(patch().to(agents::update))
+                    .route(delete().to(agents::delete)),
+            )
+            .service(
+                resource("/agents/{agent_id}/device-tokens")
+                    .route(post().to(device_tokens::create))
+                    .route(get().to(device_tokens::list)),
+            )
+            .service(resource("/device-tokens/{id}").route(delete().to(device_tokens::revoke)))
+            .service(
+                resource("/shifts")
+                    .route(post().to(shifts::create))
+                    .route(get().to(shifts::list)),
+            )
+            .service(
+                resource("/shifts/{id}")
+                    .route(get().to(shifts::get))
+                    .route(patch().to(shifts::update))
+                    .route(delete().to(shifts::delete)),
+            )
+            .service(
+                resource("/time-off-requests")
+                    .route(post().to(time_off::create))
+                    .route(get().to(time_off::list)),
+            )
+            .service(
+                resource("/time-off-requests/{id}")
+                    .route(get().to(time_off::get))
+                    .route(delete().to(time_off::delete)),
+            )
+            .service(
+                resource("/time-off-requests/{id}/approve").route(post().to(time_off::approve)),
+            )
+            .service(resource("/time-off-requests/{id}/reject").route(post().to(time_off::reject)))
+            .service(resource("/time-off-requests/{id}/cancel").route(post().to(time_off::cancel)))
+            .service(resource("/shifts/{id}/auto-assign").route(post().to(dispatch::auto_assign)))
+            .service(resource("/dispatch/auto-fill").route(post().to(dispatch::auto_fill)))
+            .service(resource("/dispatch/agents").route(get().to(dispatch::live_agents)))
+            .service(resource("/emergencies").route(post().to(dispatch::emergency)))
+            .service(resource("/audit-logs").route(get().to(audit::list))),
+    );
 }

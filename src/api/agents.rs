@@ -19,22 +19,13 @@ use crate::{
         validate,
     },
     auth::password::{hash_password, Password},
-    domain::enums::{AgentStatus, UserRole, UserStatus},
-    startup::AppState,
+    domain::{
+        agent::Certification,
+        enums::{AgentStatus, UserRole, UserStatus},
+    },
+    state::AppState,
+    storage::row::RowExt,
 };
-
-/// A certification and when it expires.
-#[derive(
-    Debug, Clone, Serialize, Deserialize, ToSchema, postgres_types::ToSql, postgres_types::FromSql,
-)]
-#[postgres(name = "agent_certification")]
-#[serde(deny_unknown_fields)]
-pub struct Certification {
-    /// e.g. `first_aid`, `firearms`.
-    pub name: String,
-    /// NULL: does not expire.
-    pub expires_at: Option<DateTime<Utc>>,
-}
 
 /// An agent: its user's identity and its employment record.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -252,7 +243,7 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("id")?;
     let id: Uuid = tx
         .query_one(
             "INSERT INTO agents (user_id, employee_id, skills, certifications, home_lat, home_lon, max_weekly_hours,
@@ -273,11 +264,11 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("id")?;
     let row: Value = tx
-        .query_one(&format!("SELECT {AGENT_JSON} FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1"), &[&id])
+        .query_one(&format!("SELECT {AGENT_JSON} AS doc FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1"), &[&id])
         .await?
-        .get(0);
+        .col("doc")?;
     audit::record(&tx, &caller, "agent.create", "agent", id, None, Some(&row)).await?;
     tx.commit().await?;
     let agent: Agent = from_json(row)?;
@@ -336,7 +327,7 @@ pub async fn list(
     let lp = w.param(limit);
     let op = w.param(offset);
     let sql = format!(
-        "SELECT {select}, count(*) OVER () FROM agents a JOIN users u ON u.id = a.user_id
+        "SELECT {select} AS doc, count(*) OVER () AS total FROM agents a JOIN users u ON u.id = a.user_id
          WHERE {} ORDER BY u.last_name, u.first_name, a.id LIMIT {lp} OFFSET {op}",
         w.where_clause()
     );
@@ -368,7 +359,7 @@ pub async fn get(
         AGENT_JSON.to_owned()
     };
     let sql = format!(
-        "SELECT {select} FROM agents a JOIN users u ON u.id = a.user_id WHERE {}",
+        "SELECT {select} AS doc FROM agents a JOIN users u ON u.id = a.user_id WHERE {}",
         w.where_clause()
     );
     let row = state
@@ -379,9 +370,9 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found_id("agent", id))?;
     if client {
-        return Ok(HttpResponse::Ok().json(from_json::<ClientAgent>(row.get(0))?));
+        return Ok(HttpResponse::Ok().json(from_json::<ClientAgent>(row.col("doc")?)?));
     }
-    Ok(HttpResponse::Ok().json(from_json::<Agent>(row.get(0))?))
+    Ok(HttpResponse::Ok().json(from_json::<Agent>(row.col("doc")?)?))
 }
 
 /// Changes an agent (ADMIN, SUPERVISOR).
@@ -463,12 +454,12 @@ pub async fn update(
     }
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let select = format!("SELECT {AGENT_JSON}, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL");
+    let select = format!("SELECT {AGENT_JSON} AS doc, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL");
     let row = tx
         .query_opt(&format!("{select} FOR UPDATE OF a, u"), &[&id])
         .await?
         .ok_or_else(|| ApiError::not_found_id("agent", id))?;
-    let (before, user_id): (Value, Uuid) = (row.get(0), row.get(1));
+    let (before, user_id): (Value, Uuid) = (row.col("doc")?, row.col("user_id")?);
     if !set.parts.is_empty() {
         let idp = set.param(id);
         tx.execute(
@@ -488,7 +479,7 @@ pub async fn update(
         )
         .await?;
     }
-    let after: Value = tx.query_one(&select, &[&id]).await?.get(0);
+    let after: Value = tx.query_one(&select, &[&id]).await?.col("doc")?;
     audit::record(
         &tx,
         &caller,
@@ -517,12 +508,12 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let row = tx
         .query_opt(
-            &format!("SELECT {AGENT_JSON}, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL FOR UPDATE OF a, u"),
+            &format!("SELECT {AGENT_JSON} AS doc, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL FOR UPDATE OF a, u"),
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("agent", id))?;
-    let (before, user_id): (Value, Uuid) = (row.get(0), row.get(1));
+    let (before, user_id): (Value, Uuid) = (row.col("doc")?, row.col("user_id")?);
     tx.execute(
         "UPDATE agents SET deleted_at = now(), employment_status = 'TERMINATED' WHERE id = $1",
         &[&id],
@@ -536,6 +527,13 @@ pub async fn delete(
     let revoked = tx
         .query("UPDATE api_keys SET revoked_at = now() WHERE (agent_id = $1 OR user_id = $2) AND revoked_at IS NULL RETURNING id, kind", &[&id, &user_id])
         .await?;
+    // Read before the commit, so a row that does not read rolls the delete back.
+    let mut revoked_devices: Vec<Uuid> = Vec::new();
+    for r in &revoked {
+        if r.col::<String>("kind")? == "DEVICE" {
+            revoked_devices.push(r.col("id")?);
+        }
+    }
     audit::record(
         &tx,
         &caller,
@@ -547,10 +545,8 @@ pub async fn delete(
     )
     .await?;
     tx.commit().await?;
-    for r in revoked {
-        if r.get::<_, String>(1) == "DEVICE" {
-            let _ = state.device_revocations.send(r.get(0));
-        }
+    for device in revoked_devices {
+        let _ = state.device_revocations.send(device);
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     api::{auth::Caller, error::ApiError, extract::paging, list::Page},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Columns never copied into the trail.
@@ -125,8 +125,8 @@ pub async fn list(
         .query(
             "SELECT jsonb_build_object('id', id, 'user_id', user_id, 'action', action, 'entity_type', entity_type,
                     'entity_id', entity_id, 'old_values', old_values, 'new_values', new_values,
-                    'ip_address', host(ip_address), 'user_agent', user_agent, 'created_at', created_at),
-                    count(*) OVER ()
+                    'ip_address', host(ip_address), 'user_agent', user_agent, 'created_at', created_at) AS doc,
+                    count(*) OVER () AS total
              FROM audit_logs
              WHERE ($1::text IS NULL OR entity_type = $1) AND ($2::uuid IS NULL OR entity_id = $2)
                AND ($3::uuid IS NULL OR user_id = $3)

@@ -12,12 +12,15 @@ use uuid::Uuid;
 use crate::{
     api::{error::ApiError, extract::ApiJson},
     auth::{
+        bearer,
         password::{decoy_hash, is_verifiable, verify_password},
+        session,
         throttle::Refusal,
         token::{self, TokenKind},
     },
     domain::enums::{UserRole, UserStatus},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// The authenticated user behind a request, and where the request came from (for audit).
@@ -64,31 +67,12 @@ impl Caller {
     }
 }
 
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
-        })?;
-    let value = header
-        .to_str()
-        .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| ApiError::Unauthorized("expected Authorization: Bearer <token>".into()))?;
-    Ok(token.to_owned())
-}
-
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer(req);
+        let token = bearer::from_header(req).map_err(|e| ApiError::Unauthorized(e.to_string()));
         let state = req.app_data::<web::Data<AppState>>().cloned();
         let ip = req.peer_addr().map(|a| a.ip());
         let user_agent = req
@@ -108,51 +92,18 @@ impl FromRequest for Caller {
     }
 }
 
-/// Resolves a session token to its user. Revoked or expired tokens, and tokens of users who
-/// are not ACTIVE or are deleted, are refused; so are device tokens (WebSocket only).
+/// Resolves a session token to its user (see `auth::session`), as an API caller.
 pub async fn authenticate_session(
     pool: &deadpool_postgres::Pool,
     token: &str,
 ) -> Result<Caller, ApiError> {
-    let invalid = || ApiError::Unauthorized("invalid or expired token".into());
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT k.id, k.kind, u.id, u.role, u.client_id, a.id,
-                    (k.last_used_at IS NULL OR k.last_used_at < now() - interval '60 seconds')
-             FROM api_keys k
-             LEFT JOIN users u ON u.id = k.user_id AND u.status = 'ACTIVE' AND u.deleted_at IS NULL
-             LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL
-               AND (k.expires_at IS NULL OR k.expires_at > now())",
-            &[&token::digest(token)],
-        )
-        .await?
-        .ok_or_else(invalid)?;
-    let kind: String = row.get(1);
-    if kind == TokenKind::Device.label() {
-        return Err(ApiError::Unauthorized(
-            "device tokens authenticate only on the agent WebSocket (/ws/agent)".into(),
-        ));
-    }
-    let user_id: Option<Uuid> = row.get(2);
-    let user_id = user_id.ok_or_else(invalid)?;
-    let token_id: Uuid = row.get(0);
-    if row.get::<_, bool>(6) {
-        // Throttled to once a minute per token: a write per request would be wasteful.
-        client
-            .execute(
-                "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
-                &[&token_id],
-            )
-            .await?;
-    }
+    let session = session::authenticate_session(pool, token).await?;
     Ok(Caller {
-        user_id,
-        role: row.get(3),
-        client_id: row.get(4),
-        agent_id: row.get(5),
-        token_id,
+        user_id: session.user_id,
+        role: session.role,
+        client_id: session.client_id,
+        agent_id: session.agent_id,
+        token_id: session.token_id,
         ip: None,
         user_agent: None,
     })
@@ -299,12 +250,8 @@ pub async fn login(
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     };
     throttle.succeeded(&body.email);
-    let user_id: Uuid = row
-        .try_get("id")
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let status: UserStatus = row
-        .try_get("status")
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user_id: Uuid = row.col("id")?;
+    let status: UserStatus = row.col("status")?;
     if status != UserStatus::Active {
         let label = match status {
             UserStatus::Active => "active",
@@ -316,11 +263,8 @@ pub async fn login(
             "this account is {label}; ask an administrator"
         )));
     }
-    let user: SessionUser = serde_json::from_value(
-        row.try_get("user_json")
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-    )
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user: SessionUser = serde_json::from_value(row.col("user_json")?)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let new = token::mint(TokenKind::Session);
     let ttl = state.settings.auth.session_ttl_s as f64;
     let ip = peer.map(|a| a.to_string());
@@ -332,11 +276,11 @@ pub async fn login(
                  VALUES ('SESSION', 'login', $1, $2, $3, now() + make_interval(secs => $4), $5::text::inet)
                  RETURNING expires_at)
              UPDATE users SET last_login_at = now(), failed_login_count = 0 WHERE id = $3
-             RETURNING (SELECT expires_at FROM k)",
+             RETURNING (SELECT expires_at FROM k) AS expires_at",
             &[&new.hash, &new.prefix, &user_id, &ttl, &ip],
         )
         .await?
-        .get(0);
+        .col("expires_at")?;
     Ok(HttpResponse::Ok().json(LoginResponse {
         token: new.secret,
         expires_at,
@@ -365,12 +309,12 @@ pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespon
     let client = state.pool.get().await?;
     let row = client
         .query_one(
-            "SELECT to_jsonb(u) || jsonb_build_object('agent_id', a.id)
+            "SELECT to_jsonb(u) || jsonb_build_object('agent_id', a.id) AS user_json
              FROM users u LEFT JOIN agents a ON a.user_id = u.id AND a.deleted_at IS NULL WHERE u.id = $1",
             &[&caller.user_id],
         )
         .await?;
-    let user: SessionUser =
-        serde_json::from_value(row.get(0)).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user: SessionUser = serde_json::from_value(row.col("user_json")?)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(user))
 }

@@ -19,8 +19,10 @@ use crate::{
         validate,
     },
     auth::token,
+    domain::checkpoint::TagUid,
     domain::enums::CheckpointType,
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// A checkpoint. QR codes carry `code`, NFC tags `tag_uid`.
@@ -74,17 +76,6 @@ pub struct CheckpointQuery {
     pub include_inactive: Option<bool>,
 }
 
-/// Upper-case hex UID of 4, 7 or 10 bytes (separators ':' and ' ' allowed on input).
-pub fn normalize_tag_uid(raw: &str) -> Option<String> {
-    let hex: String = raw
-        .chars()
-        .filter(|c| *c != ':' && *c != ' ' && *c != '-')
-        .collect::<String>()
-        .to_ascii_uppercase();
-    let ok = matches!(hex.len(), 8 | 14 | 20) && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    ok.then_some(hex)
-}
-
 fn to_checkpoint(row: Value) -> Result<Checkpoint, ApiError> {
     let mut cp: Checkpoint = from_json(row.clone())?;
     let code = row.get("code").and_then(Value::as_str).map(str::to_owned);
@@ -128,7 +119,7 @@ async fn insert(
     let row: Value = tx
         .query_one(
             "INSERT INTO qr_codes AS q (site_id, checkpoint_type, code, name, lat, lon, max_distance_m, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7::float8, $8) RETURNING to_jsonb(q)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7::float8, $8) RETURNING to_jsonb(q) AS doc",
             &[
                 &site_id,
                 &c.kind,
@@ -141,7 +132,7 @@ async fn insert(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let cp = to_checkpoint(row.clone())?;
     let action = match c.kind {
         CheckpointType::QrCode => "qr_code.create",
@@ -185,12 +176,14 @@ pub async fn create_nfc(
     site_id: web::Path<Uuid>,
     ApiJson(b): ApiJson<CreateNfcTag>,
 ) -> Result<HttpResponse, ApiError> {
-    let uid = normalize_tag_uid(&b.tag_uid).ok_or_else(|| {
-        ApiError::invalid(
-            "tag_uid",
-            "tag_uid must be the tag's UID in hex: 4, 7 or 10 bytes",
-        )
-    })?;
+    let uid = TagUid::parse(&b.tag_uid)
+        .map(TagUid::into_string)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "tag_uid",
+                "tag_uid must be the tag's UID in hex: 4, 7 or 10 bytes",
+            )
+        })?;
     let c = NewCheckpoint {
         kind: CheckpointType::NfcTag,
         code: uid,
@@ -223,14 +216,14 @@ async fn list(
     let all = q.include_inactive.unwrap_or(false);
     let rows = db
         .query(
-            "SELECT to_jsonb(q) FROM qr_codes q WHERE site_id = $1 AND checkpoint_type = $2 AND ($3 OR is_active)
+            "SELECT to_jsonb(q) AS doc FROM qr_codes q WHERE site_id = $1 AND checkpoint_type = $2 AND ($3 OR is_active)
              ORDER BY name, id",
             &[&site_id, &kind, &all],
         )
         .await?;
     let items = rows
         .into_iter()
-        .map(|r| to_checkpoint(r.get(0)))
+        .map(|r| to_checkpoint(r.col("doc")?))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(items))
 }
@@ -287,12 +280,12 @@ async fn deactivate(
             "UPDATE qr_codes AS q SET is_active = false, deleted_at = now()
              FROM (SELECT to_jsonb(x) AS j FROM qr_codes x WHERE x.id = $1) AS old
              WHERE q.id = $1 AND q.checkpoint_type = $2 AND q.is_active
-             RETURNING old.j, to_jsonb(q)",
+             RETURNING old.j, to_jsonb(q) AS doc",
             &[&id, &kind],
         )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no active checkpoint with id {id}")))?;
-    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    let (before, after): (Value, Value) = (row.col("j")?, row.col("doc")?);
     let action = match kind {
         CheckpointType::QrCode => "qr_code.deactivate",
         CheckpointType::NfcTag => "nfc_tag.deactivate",
@@ -331,23 +324,4 @@ pub async fn deactivate_nfc(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     deactivate(&state, &caller, id.into_inner(), CheckpointType::NfcTag).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_tag_uid;
-
-    #[test]
-    fn tag_uids_are_normalised_hex() {
-        assert_eq!(
-            normalize_tag_uid("04:a2:24:b2:c9:3a:80").as_deref(),
-            Some("04A224B2C93A80")
-        );
-        assert_eq!(normalize_tag_uid("DEADBEEF").as_deref(), Some("DEADBEEF"));
-        assert!(normalize_tag_uid("XYZ").is_none());
-        assert!(
-            normalize_tag_uid("0102030405").is_none(),
-            "5 bytes is no NFC UID length"
-        );
-    }
 }

@@ -18,7 +18,8 @@ use crate::{
         validate,
     },
     domain::enums::{ClientStatus, UserRole},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// A client company.
@@ -164,7 +165,7 @@ pub async fn create(
             "INSERT INTO clients AS c (company_name, contact_name, contact_email, contact_phone, address, city, country,
                  status, contract_start_date, contract_end_date, hourly_rate, monthly_value, currency, metadata)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::float8, $12::float8, $13, $14)
-             RETURNING to_jsonb(c)",
+             RETURNING to_jsonb(c) AS doc",
             &[
                 &name,
                 &validate::opt_text("contact_name", b.contact_name.as_deref(), 200)?,
@@ -183,7 +184,7 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let out: Client = from_json(row.clone())?;
     audit::record(
         &tx,
@@ -333,18 +334,18 @@ pub async fn update(
     let tx = db.transaction().await?;
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(c) FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(c) AS doc FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("client", id))?
-        .get(0);
+        .col("doc")?;
     let idp = set.param(id);
     let sql = format!(
-        "UPDATE clients AS c SET {} WHERE id = {idp} RETURNING to_jsonb(c)",
+        "UPDATE clients AS c SET {} WHERE id = {idp} RETURNING to_jsonb(c) AS doc",
         set.set_clause()
     );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
     let out: Client = from_json(after.clone())?;
     if let (Some(s), Some(e)) = (out.contract_start_date, out.contract_end_date) {
         validate::ordered("contract_start_date", s, "contract_end_date", e)?;
@@ -380,12 +381,12 @@ pub async fn delete(
             "UPDATE clients AS c SET deleted_at = now(), status = 'INACTIVE'
              FROM (SELECT to_jsonb(x) AS j FROM clients x WHERE x.id = $1) AS old
              WHERE c.id = $1 AND c.deleted_at IS NULL
-             RETURNING old.j, to_jsonb(c)",
+             RETURNING old.j, to_jsonb(c) AS doc",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("client", id))?;
-    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    let (before, after): (Value, Value) = (row.col("j")?, row.col("doc")?);
     audit::record(
         &tx,
         &caller,

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -18,7 +18,8 @@ use crate::{
         validate,
     },
     auth::token::{self, TokenKind},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// `POST /api/v1/agents/{agent_id}/device-tokens`
@@ -90,7 +91,9 @@ pub async fn create(
             &[&name, &new.hash, &new.prefix, &agent_id, &caller.user_id, &ttl_days],
         )
         .await?;
-    let id: Uuid = row.get(0);
+    let id: Uuid = row.col("id")?;
+    let expires_at: Option<DateTime<Utc>> = row.col("expires_at")?;
+    let created_at: DateTime<Utc> = row.col("created_at")?;
     let recorded = json!({"agent_id": agent_id, "name": name, "key_prefix": new.prefix});
     audit::record(
         &tx,
@@ -108,8 +111,8 @@ pub async fn create(
         token: new.secret,
         agent_id,
         name,
-        expires_at: row.get(1),
-        created_at: row.get(2),
+        expires_at,
+        created_at,
     }))
 }
 
@@ -136,13 +139,13 @@ pub async fn list(
     }
     let rows = db
         .query(
-            &format!("SELECT {TOKEN_JSON} FROM api_keys k WHERE k.agent_id = $1 AND k.kind = 'DEVICE' ORDER BY k.created_at DESC"),
+            &format!("SELECT {TOKEN_JSON} AS doc FROM api_keys k WHERE k.agent_id = $1 AND k.kind = 'DEVICE' ORDER BY k.created_at DESC"),
             &[&agent_id],
         )
         .await?;
     let tokens = rows
         .into_iter()
-        .map(|r| from_json::<DeviceToken>(r.get(0)))
+        .map(|r| from_json::<DeviceToken>(r.col("doc")?))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(tokens))
 }
@@ -163,7 +166,7 @@ pub async fn revoke(
         .query_opt(
             &format!(
                 "UPDATE api_keys k SET revoked_at = now(), revoked_by = $2
-                 WHERE id = $1 AND kind = 'DEVICE' AND revoked_at IS NULL RETURNING {TOKEN_JSON}"
+                 WHERE id = $1 AND kind = 'DEVICE' AND revoked_at IS NULL RETURNING {TOKEN_JSON} AS doc"
             ),
             &[&id, &caller.user_id],
         )
@@ -176,7 +179,7 @@ pub async fn revoke(
         "api_key",
         id,
         None,
-        Some(&row.get(0)),
+        Some(&row.col::<Value>("doc")?),
     )
     .await?;
     tx.commit().await?;

@@ -25,9 +25,20 @@ use crate::{
         load,
     },
     domain::enums::Priority,
-    ingest::{hub::SendToAgent, live::LiveEvent},
-    startup::AppState,
+    realtime::{hub::SendToAgent, live::LiveEvent},
+    state::AppState,
+    storage::row::RowExt,
 };
+
+impl From<load::LoadError> for ApiError {
+    /// As the database error or the unreadable row it wraps.
+    fn from(e: load::LoadError) -> Self {
+        match e {
+            load::LoadError::Db(e) => e.into(),
+            load::LoadError::Column(e) => e.into(),
+        }
+    }
+}
 
 /// One ranked candidate.
 #[derive(Debug, Serialize, ToSchema)]
@@ -129,7 +140,8 @@ pub async fn auto_assign(
         .query_opt("SELECT status::text, agent_id FROM shifts WHERE id = $1 AND deleted_at IS NULL AND site_id IS NOT NULL", &[&id])
         .await?
         .ok_or_else(|| ApiError::not_found_id("shift", id))?;
-    let (shift_status, assigned): (String, Option<Uuid>) = (status.get(0), status.get(1));
+    let (shift_status, assigned): (String, Option<Uuid>) =
+        (status.col("status")?, status.col("agent_id")?);
     if assigned.is_some() {
         return Err(ApiError::Conflict {
             code: "already_assigned",
@@ -151,8 +163,8 @@ pub async fn auto_assign(
         .query("SELECT id FROM agents WHERE deleted_at IS NULL", &[])
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.col::<Uuid>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
     let positions = agent_positions(&state, all).await;
     let candidates = load::candidates(&**db, need.start, need.end, &positions, &[id]).await?;
     let ranking = assign::rank(&candidates, &need, &state.settings.dispatch);
@@ -294,8 +306,8 @@ pub async fn auto_fill(
         .query("SELECT id FROM agents WHERE deleted_at IS NULL", &[])
         .await?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.col::<Uuid>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
     let positions = agent_positions(&state, all).await;
     let candidates = load::candidates(&**db, b.from, b.to, &positions, &ids).await?;
     let by_shift: std::collections::HashMap<Uuid, (Uuid, DateTime<Utc>, DateTime<Utc>)> = needs

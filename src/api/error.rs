@@ -141,6 +141,39 @@ pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiE
     )))
 }
 
+impl From<crate::auth::session::SessionError> for ApiError {
+    fn from(e: crate::auth::session::SessionError) -> Self {
+        use crate::auth::session::SessionError;
+        match e {
+            SessionError::Invalid | SessionError::DeviceToken => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            SessionError::Pool(e) => e.into(),
+            SessionError::Query(e) => e.into(),
+            SessionError::Column(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::auth::device::DeviceAuthError> for ApiError {
+    fn from(e: crate::auth::device::DeviceAuthError) -> Self {
+        use crate::auth::device::DeviceAuthError;
+        match e {
+            DeviceAuthError::Refused => ApiError::Unauthorized(e.to_string()),
+            DeviceAuthError::Pool(e) => e.into(),
+            DeviceAuthError::Query(e) => e.into(),
+            DeviceAuthError::Column(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::storage::row::ColumnError> for ApiError {
+    /// A row that does not read as the code expects is our bug (or schema drift): 500.
+    fn from(e: crate::storage::row::ColumnError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     /// Constraint violations are the caller's problem (409/422, naming the field when the
     /// constraint tells it); anything else is ours (500, details logged only).

@@ -29,7 +29,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                     .starts_with("application/json")
             });
         let limit = req
-            .app_data::<web::Data<crate::startup::AppState>>()
+            .app_data::<web::Data<crate::state::AppState>>()
             .map_or(256 * 1024, |s| s.settings.server.json_body_limit_bytes);
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {

@@ -4,7 +4,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio_postgres::{types::ToSql, Row};
 use utoipa::ToSchema;
 
-use crate::api::error::ApiError;
+use crate::{api::error::ApiError, storage::row::RowExt};
 
 /// A page of results.
 #[derive(Debug, Serialize, ToSchema)]
@@ -18,12 +18,15 @@ pub struct Page<T> {
 }
 
 impl<T: DeserializeOwned> Page<T> {
-    /// From rows of (item as jsonb, `count(*) OVER ()`).
+    /// From rows of (item as jsonb `AS doc`, `count(*) OVER () AS total`).
     pub fn from_rows(rows: &[Row], limit: i64, offset: i64) -> Result<Self, ApiError> {
-        let total = rows.first().map_or(0, |r| r.get::<_, i64>(1));
+        let total = match rows.first() {
+            Some(r) => r.col::<i64>("total")?,
+            None => 0,
+        };
         let items = rows
             .iter()
-            .map(|r| from_json(r.get(0)))
+            .map(|r| from_json(r.col("doc")?))
             .collect::<Result<_, _>>()?;
         Ok(Page {
             items,
@@ -48,7 +51,7 @@ pub(crate) async fn fetch_page<T: DeserializeOwned>(
     let lp = filters.param(limit);
     let op = filters.param(offset);
     let sql = format!(
-        "SELECT to_jsonb({alias}), count(*) OVER () FROM {from} WHERE {} ORDER BY {order_by} LIMIT {lp} OFFSET {op}",
+        "SELECT to_jsonb({alias}) AS doc, count(*) OVER () AS total FROM {from} WHERE {} ORDER BY {order_by} LIMIT {lp} OFFSET {op}",
         filters.where_clause()
     );
     let rows = pool.get().await?.query(&sql, &filters.refs()).await?;
@@ -67,7 +70,7 @@ pub(crate) async fn fetch_one<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     filters.push(&format!("{alias}.id = {{}}"), id);
     let sql = format!(
-        "SELECT to_jsonb({alias}) FROM {from} WHERE {}",
+        "SELECT to_jsonb({alias}) AS doc FROM {from} WHERE {}",
         filters.where_clause()
     );
     let row = pool
@@ -76,7 +79,7 @@ pub(crate) async fn fetch_one<T: DeserializeOwned>(
         .query_opt(&sql, &filters.refs())
         .await?
         .ok_or_else(|| ApiError::not_found_id(what, id))?;
-    from_json(row.get(0))
+    from_json(row.col("doc")?)
 }
 
 /// Reads a typed value out of a row's JSON (the row as `to_jsonb`).

@@ -5,7 +5,7 @@ use std::time::Duration;
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
-use crate::{observability, startup::AppState, storage::migrate};
+use crate::{observability, state::AppState, storage::migrate};
 
 /// How long readiness may take to reach the database before answering 503.
 const READY_TIMEOUT: Duration = Duration::from_secs(3);

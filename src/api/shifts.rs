@@ -19,7 +19,8 @@ use crate::{
         validate,
     },
     domain::enums::{Priority, ShiftStatus, ShiftType, UserRole},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// Longest shift accepted.
@@ -177,7 +178,7 @@ pub async fn create(
         .query_one(
             "INSERT INTO shifts AS s (site_id, agent_id, start_time, end_time, shift_type, priority, required_skills,
                  required_certifications, description, instructions, break_minutes, supervisor_id, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING to_jsonb(s)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING to_jsonb(s) AS doc",
             &[
                 &b.site_id,
                 &b.agent_id,
@@ -195,7 +196,7 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let shift: Shift = from_json(row.clone())?;
     if let Some(agent_id) = b.agent_id {
         record_manual_assignment(&tx, &caller, shift.id, agent_id).await?;
@@ -319,12 +320,12 @@ pub async fn update(
     let tx = db.transaction().await?;
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(s) FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(s) AS doc FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("shift", id))?
-        .get(0);
+        .col("doc")?;
     let current: Shift = from_json(before.clone())?;
     let mut set = SqlBuilder::default();
     if b.start_time.is_some() || b.end_time.is_some() {
@@ -398,10 +399,10 @@ pub async fn update(
     }
     let idp = set.param(id);
     let sql = format!(
-        "UPDATE shifts AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s)",
+        "UPDATE shifts AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s) AS doc",
         set.set_clause()
     );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
     if let Some(Some(agent_id)) = b.agent_id {
         if current.agent_id != Some(agent_id) {
             record_manual_assignment(&tx, &caller, id, agent_id).await?;
@@ -436,12 +437,12 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(s) FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(s) AS doc FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("shift", id))?
-        .get(0);
+        .col("doc")?;
     let current: Shift = from_json(before.clone())?;
     if current.status == ShiftStatus::InProgress {
         return Err(ApiError::Conflict {
@@ -451,11 +452,11 @@ pub async fn delete(
     }
     let after: Value = tx
         .query_one(
-            "UPDATE shifts AS s SET deleted_at = now() WHERE id = $1 RETURNING to_jsonb(s)",
+            "UPDATE shifts AS s SET deleted_at = now() WHERE id = $1 RETURNING to_jsonb(s) AS doc",
             &[&id],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     audit::record(
         &tx,
         &caller,

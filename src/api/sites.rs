@@ -21,7 +21,8 @@ use crate::{
         enums::{SiteStatus, SiteType, UserRole},
         geofence::GeofenceSpec,
     },
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// A site.
@@ -188,7 +189,7 @@ pub async fn create(
                  center_lat, center_lon, radius_m, description, city, country, status, access_instructions,
                  required_agents, metadata)
              VALUES ($1, $2, $3, $4, $5, $6, $7::text::\"GeofenceShape\", $8, $9, $10::float8, $11, $12, $13, $14, $15, $16, $17)
-             RETURNING to_jsonb(s)",
+             RETURNING to_jsonb(s) AS doc",
             &[
                 &b.client_id,
                 &name,
@@ -210,7 +211,7 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let site: Site = from_json(row.clone())?;
     audit::record(
         &tx,
@@ -360,18 +361,18 @@ pub async fn update(
     }
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(s) FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(s) AS doc FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("site", id))?
-        .get(0);
+        .col("doc")?;
     let idp = set.param(id);
     let sql = format!(
-        "UPDATE sites AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s)",
+        "UPDATE sites AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s) AS doc",
         set.set_clause()
     );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
     audit::record(
         &tx,
         &caller,
@@ -404,12 +405,12 @@ pub async fn delete(
             "UPDATE sites AS s SET deleted_at = now(), status = 'INACTIVE'
              FROM (SELECT to_jsonb(x) AS j FROM sites x WHERE x.id = $1) AS old
              WHERE s.id = $1 AND s.deleted_at IS NULL
-             RETURNING old.j, to_jsonb(s)",
+             RETURNING old.j, to_jsonb(s) AS doc",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("site", id))?;
-    let (before, after): (Value, Value) = (row.get(0), row.get(1));
+    let (before, after): (Value, Value) = (row.col("j")?, row.col("doc")?);
     audit::record(
         &tx,
         &caller,

@@ -18,7 +18,8 @@ use crate::{
         validate,
     },
     domain::enums::{TimeOffStatus, TimeOffType, UserRole},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// A time-off request.
@@ -126,11 +127,11 @@ pub async fn create(
     let row: Value = tx
         .query_one(
             "INSERT INTO time_off_requests AS t (agent_id, time_off_type, start_date, end_date, reason)
-             VALUES ($1, $2, $3, $4, $5) RETURNING to_jsonb(t)",
+             VALUES ($1, $2, $3, $4, $5) RETURNING to_jsonb(t) AS doc",
             &[&agent_id, &b.time_off_type, &b.start_date, &b.end_date, &validate::opt_text("reason", b.reason.as_deref(), 2000)?],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let out: TimeOffRequest = from_json(row.clone())?;
     audit::record(
         &tx,
@@ -217,14 +218,14 @@ async fn transition(
     w.push("t.id = {}", id);
     w.raw("t.deleted_at IS NULL");
     let sql = format!(
-        "SELECT to_jsonb(t) FROM time_off_requests t WHERE {} FOR UPDATE",
+        "SELECT to_jsonb(t) AS doc FROM time_off_requests t WHERE {} FOR UPDATE",
         w.where_clause()
     );
     let before: Value = tx
         .query_opt(&sql, &w.refs())
         .await?
         .ok_or_else(|| ApiError::not_found_id("time-off request", id))?
-        .get(0);
+        .col("doc")?;
     let current: TimeOffRequest = from_json(before.clone())?;
     if !allowed_from.contains(&current.status) {
         return Err(ApiError::Conflict {
@@ -243,7 +244,7 @@ async fn transition(
                  reviewed_by = CASE WHEN $3 THEN $4 ELSE reviewed_by END,
                  reviewed_at = CASE WHEN $3 THEN now() ELSE reviewed_at END,
                  review_notes = COALESCE($5, review_notes)
-             WHERE id = $1 RETURNING to_jsonb(t)",
+             WHERE id = $1 RETURNING to_jsonb(t) AS doc",
             &[
                 &id,
                 &next,
@@ -253,7 +254,7 @@ async fn transition(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let action = format!("time_off.{}", next.label().to_lowercase());
     audit::record(
         &tx,
@@ -358,7 +359,7 @@ pub async fn delete(
         "time_off.delete",
         "time_off_request",
         id,
-        Some(&row.get(0)),
+        Some(&row.col::<Value>("j")?),
         None,
     )
     .await?;

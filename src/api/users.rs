@@ -19,7 +19,8 @@ use crate::{
     },
     auth::password::{hash_password, Password},
     domain::enums::{UserRole, UserStatus},
-    startup::AppState,
+    state::AppState,
+    storage::row::RowExt,
 };
 
 /// A user (never its password hash).
@@ -112,7 +113,7 @@ fn check_client_link(role: UserRole, client_id: Option<Uuid>) -> Result<(), ApiE
     }
 }
 
-const SELECT_USER: &str = "SELECT to_jsonb(u) - 'password_hash' FROM users u";
+const SELECT_USER: &str = "SELECT to_jsonb(u) - 'password_hash' AS doc FROM users u";
 
 /// Creates a user. ADMIN: any role; SUPERVISOR: AGENT and CLIENT users.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser, security(("bearer" = [])),
@@ -152,7 +153,7 @@ pub async fn create(
     let row: Value = tx
         .query_one(
             "INSERT INTO users AS u (email, password_hash, role, client_id, first_name, last_name, phone, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING to_jsonb(u) - 'password_hash'",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING to_jsonb(u) - 'password_hash' AS doc",
             &[
                 &email,
                 &hash,
@@ -164,7 +165,7 @@ pub async fn create(
             ],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     let user: User = from_json(row.clone())?;
     if b.role == UserRole::Agent {
         let employee_id = match b.employee_id.as_deref() {
@@ -226,7 +227,7 @@ pub async fn list(
     let lp = w.param(limit);
     let op = w.param(offset);
     let sql = format!(
-        "SELECT to_jsonb(u) - 'password_hash', count(*) OVER () FROM users u WHERE {} ORDER BY u.email LIMIT {lp} OFFSET {op}",
+        "SELECT to_jsonb(u) - 'password_hash' AS doc, count(*) OVER () AS total FROM users u WHERE {} ORDER BY u.email LIMIT {lp} OFFSET {op}",
         w.where_clause()
     );
     let rows = state.pool.get().await?.query(&sql, &w.refs()).await?;
@@ -255,7 +256,7 @@ pub async fn get(
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("user", id))?;
-    Ok(HttpResponse::Ok().json(from_json::<User>(row.get(0))?))
+    Ok(HttpResponse::Ok().json(from_json::<User>(row.col("doc")?)?))
 }
 
 /// Changes a user. Suspending or changing the password ends its sessions.
@@ -281,12 +282,12 @@ pub async fn update(
     let tx = db.transaction().await?;
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(u) FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(u) AS doc FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("user", id))?
-        .get(0);
+        .col("doc")?;
     let current: User = from_json(before.clone())?;
     if !may_manage(&caller, current.role) || b.role.is_some_and(|r| !may_manage(&caller, r)) {
         return Err(ApiError::forbidden(
@@ -351,10 +352,10 @@ pub async fn update(
     }
     let idp = set.param(id);
     let sql = format!(
-        "UPDATE users AS u SET {} WHERE id = {idp} RETURNING to_jsonb(u)",
+        "UPDATE users AS u SET {} WHERE id = {idp} RETURNING to_jsonb(u) AS doc",
         set.set_clause()
     );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.get(0);
+    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
     let disabled = b.status.is_some_and(|s| s != UserStatus::Active);
     if new_hash.is_some() || disabled {
         end_access(&tx, id, disabled).await?;
@@ -408,7 +409,12 @@ pub(crate) async fn announce_device_revocations(state: &AppState, user_id: Uuid)
         .await
     {
         for r in rows {
-            let _ = state.device_revocations.send(r.get(0));
+            match r.col::<Uuid>("id") {
+                Ok(id) => {
+                    let _ = state.device_revocations.send(id);
+                }
+                Err(e) => tracing::warn!(error = %e, "device token revocation not announced"),
+            }
         }
     }
 }
@@ -433,23 +439,23 @@ pub async fn delete(
     let tx = db.transaction().await?;
     let before: Value = tx
         .query_opt(
-            "SELECT to_jsonb(u) FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+            "SELECT to_jsonb(u) AS doc FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
             &[&id],
         )
         .await?
         .ok_or_else(|| ApiError::not_found_id("user", id))?
-        .get(0);
+        .col("doc")?;
     let current: User = from_json(before.clone())?;
     if !may_manage(&caller, current.role) {
         return Err(ApiError::forbidden("delete this user"));
     }
     let after: Value = tx
         .query_one(
-            "UPDATE users AS u SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 RETURNING to_jsonb(u)",
+            "UPDATE users AS u SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 RETURNING to_jsonb(u) AS doc",
             &[&id],
         )
         .await?
-        .get(0);
+        .col("doc")?;
     tx.execute(
         "UPDATE agents SET deleted_at = now() WHERE user_id = $1 AND deleted_at IS NULL",
         &[&id],

@@ -29,22 +29,9 @@ pub fn opt_text(field: &str, value: Option<&str>, max: usize) -> Result<Option<S
 
 /// A plausible email address, lower-cased.
 pub fn email(field: &str, value: &str) -> Result<String, ApiError> {
-    let e = text(field, value, 254)?.to_lowercase();
-    let ok = e.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty()
-            && domain.contains('.')
-            && !domain.starts_with('.')
-            && !domain.ends_with('.')
-    }) && !e.chars().any(char::is_whitespace)
-        && e.matches('@').count() == 1;
-    if ok {
-        Ok(e)
-    } else {
-        Err(ApiError::invalid(
-            field,
-            format!("{field} is not an email address"),
-        ))
-    }
+    let e = text(field, value, 254)?;
+    crate::domain::email::parse_email(&e)
+        .ok_or_else(|| ApiError::invalid(field, format!("{field} is not an email address")))
 }
 
 /// A finite number within `[min, max]`.

@@ -44,14 +44,7 @@ impl Password {
     }
 }
 
-/// argon2id cost parameters (from `[auth]` settings).
-#[derive(Debug, Clone, Copy)]
-pub struct HashCost {
-    /// Memory in KiB.
-    pub memory_kib: u32,
-    /// Passes over memory.
-    pub iterations: u32,
-}
+pub use crate::configuration::HashCost;
 
 fn hasher(cost: HashCost) -> Argon2<'static> {
     let params = Params::new(cost.memory_kib, cost.iterations, 1, None).unwrap_or_default();

@@ -4,11 +4,13 @@
 use std::io::Read;
 
 use crate::{
-    api::validate,
     auth::password::{hash_password, Password},
     cli::CliError,
     configuration::Settings,
-    storage::pool::{connect_one, DatabaseTarget},
+    storage::{
+        pool::{connect_one, DatabaseTarget},
+        row::RowExt,
+    },
 };
 
 pub(super) async fn create(
@@ -33,7 +35,8 @@ pub(super) async fn create(
         }
     };
     let password = Password::parse(password).map_err(CliError::Usage)?;
-    let email = validate::email("email", &email).map_err(|e| CliError::Usage(e.to_string()))?;
+    let email = crate::domain::email::parse_email(&email)
+        .ok_or_else(|| CliError::Usage(format!("--email {email:?} is not an email address")))?;
     let cost = settings.auth.hash_cost();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password, cost))
         .await
@@ -60,7 +63,8 @@ pub(super) async fn create(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
+            .col("id")
+            .map_err(CliError::failed)?;
         tx.execute(
             "INSERT INTO audit_logs (action, entity_type, entity_id, new_values)
              VALUES ('user.create', 'user', $1, jsonb_build_object('email', $2::text, 'role', 'ADMIN', 'via', 'cli'))",

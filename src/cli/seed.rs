@@ -19,7 +19,10 @@ use crate::{
     },
     cli::CliError,
     configuration::Settings,
-    storage::pool::{connect_one, DatabaseTarget},
+    storage::{
+        pool::{connect_one, DatabaseTarget},
+        row::RowExt,
+    },
 };
 
 /// A small deterministic generator (xorshift64*): reproducible demo data, no dependency.
@@ -286,10 +289,11 @@ async fn run(
         .await
         .map_err(CliError::failed)?;
     let users: i64 = client
-        .query_one("SELECT count(*) FROM users", &[])
+        .query_one("SELECT count(*) AS total FROM users", &[])
         .await
         .map_err(CliError::failed)?
-        .get(0);
+        .col("total")
+        .map_err(CliError::failed)?;
     if users > 0 {
         return Err(CliError::Failed(format!(
             "the database already holds {users} users; `seed --demo` only fills an empty database \
@@ -329,14 +333,12 @@ async fn run(
                 &[&u.0, &u.1, &u.2, &client_id, &first, &last],
             )
             .await
-            .map(|r| r.get::<_, Uuid>(0))
+            .map_err(CliError::failed)?
+            .col::<Uuid>("id")
+            .map_err(CliError::failed)
         };
-    let admin_id = insert_user(&admin, None, "Adjoa", "Administratrice")
-        .await
-        .map_err(CliError::failed)?;
-    let supervisor_id = insert_user(&supervisor, None, "Kwaku", "Superviseur")
-        .await
-        .map_err(CliError::failed)?;
+    let admin_id = insert_user(&admin, None, "Adjoa", "Administratrice").await?;
+    let supervisor_id = insert_user(&supervisor, None, "Kwaku", "Superviseur").await?;
 
     let mut client_ids = Vec::new();
     for (i, (name, contact, email, rate)) in CLIENTS.iter().enumerate() {
@@ -350,10 +352,9 @@ async fn run(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
-        insert_user(&client_logins[i], Some(id), "Contact", name)
-            .await
+            .col("id")
             .map_err(CliError::failed)?;
+        insert_user(&client_logins[i], Some(id), "Contact", name).await?;
         client_ids.push(id);
     }
 
@@ -391,7 +392,8 @@ async fn run(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
+            .col("id")
+            .map_err(CliError::failed)?;
         for q in 0..3 {
             let (p_lat, p_lon) = (
                 lat + (rng.unit() - 0.5) * 0.0008,
@@ -454,7 +456,8 @@ async fn run(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
+            .col("id")
+            .map_err(CliError::failed)?;
         let mut skills: Vec<String> = vec!["patrol".into()];
         for _ in 0..rng.below(4) {
             let s = rng.pick(SKILLS).to_string();
@@ -462,8 +465,8 @@ async fn run(
                 skills.push(s);
             }
         }
-        let certs: Vec<crate::api::agents::Certification> = (0..rng.below(3))
-            .map(|_| crate::api::agents::Certification {
+        let certs: Vec<crate::domain::agent::Certification> = (0..rng.below(3))
+            .map(|_| crate::domain::agent::Certification {
                 name: rng.pick(CERTIFICATIONS).to_string(),
                 // Some expire soon or have expired: the assignment rules must notice.
                 expires_at: Some(Utc::now() + Duration::days(rng.below(900) as i64 - 120)),
@@ -492,7 +495,8 @@ async fn run(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
+            .col("id")
+            .map_err(CliError::failed)?;
         agents.push((agent_id, employee_id, email));
     }
 
@@ -538,7 +542,8 @@ async fn run(
                     )
                     .await
                     .map_err(CliError::failed)?
-                    .get(0);
+                    .col("id")
+                    .map_err(CliError::failed)?;
                 if let Some(agent_id) = agent_id {
                     tx.execute(
                         "INSERT INTO shift_assignments (shift_id, agent_id, assigned_by, method) VALUES ($1, $2, $3, 'MANUAL')",
@@ -563,7 +568,8 @@ async fn run(
             )
             .await
             .map_err(CliError::failed)?
-            .get(0);
+            .col("id")
+            .map_err(CliError::failed)?;
         lines.push_str(&format!(
             "{agent_id},{employee_id},{email},{id},{}\n",
             t.secret

@@ -15,7 +15,7 @@ use crate::{
 
 pub(super) async fn serve(settings: Settings) -> Result<(), CliError> {
     // One socket per connected agent: use the whole open-files allowance.
-    crate::loadgen::raise_fd_limit();
+    crate::os::raise_fd_limit();
     // One signal listener for the whole life of the process, so that a signal during start-up
     // is not lost: the server is stopped as soon as it exists.
     let (stop_tx, stop_rx) = watch::channel(0u32);

@@ -11,7 +11,10 @@ use rstar::{primitives::GeomWithData, RTree};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::configuration::DispatchSettings;
+use crate::{
+    configuration::DispatchSettings,
+    domain::geo::{metres, unit_vector},
+};
 
 /// A standard working week; hours beyond it count as overtime (a soft cost).
 pub const STANDARD_WEEK_HOURS: f64 = 40.0;
@@ -107,7 +110,7 @@ fn overlap_hours(a: (DateTime<Utc>, DateTime<Utc>), b: (DateTime<Utc>, DateTime<
 
 /// Metres between two (lat, lon) points.
 fn km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    crate::ingest::session::metres(a.0, a.1, b.0, b.1) / 1000.0
+    metres(a.0, a.1, b.0, b.1) / 1000.0
 }
 
 /// What `check` needs of a shift beyond the shift itself, computed once per shift rather than
@@ -401,12 +404,6 @@ impl CandidateIndex {
             .collect();
         (cheapest, excluded)
     }
-}
-
-/// A point on the unit sphere: straight-line order between these is great-circle order.
-fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
-    let (lat, lon) = (lat.to_radians(), lon.to_radians());
-    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
 }
 
 /// Integer costs for the matching: 1/1000 of a cost unit.

@@ -12,8 +12,7 @@ use rstar::{primitives::GeomWithData, RTree};
 use serde::Serialize;
 use uuid::Uuid;
 
-/// Mean Earth radius in metres (the haversine one).
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+use crate::domain::geo::{unit_vector, EARTH_RADIUS_M};
 
 /// What an agent is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,11 +39,6 @@ pub struct AgentLive {
 }
 
 type Point3 = GeomWithData<[f64; 3], Uuid>;
-
-fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
-    let (la, lo) = (lat.to_radians(), lon.to_radians());
-    [la.cos() * lo.cos(), la.cos() * lo.sin(), la.sin()]
-}
 
 /// Chord length on the unit sphere for a great-circle distance in metres.
 fn chord(metres: f64) -> f64 {

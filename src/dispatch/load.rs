@@ -7,10 +7,22 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{
-    api::agents::Certification,
     dispatch::assign::{Candidate, ShiftNeed},
+    domain::agent::Certification,
     geofence::GeofenceIndex,
+    storage::row::{ColumnError, RowExt},
 };
+
+/// Why the assignment inputs could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The database refused or failed.
+    #[error(transparent)]
+    Db(#[from] tokio_postgres::Error),
+    /// A row did not read as expected.
+    #[error(transparent)]
+    Column(#[from] ColumnError),
+}
 
 /// A time window, optionally limited to some sites.
 pub struct Window {
@@ -29,7 +41,7 @@ pub async fn shift_needs(
     fences: &GeofenceIndex,
     ids: Option<&[Uuid]>,
     window: Option<Window>,
-) -> Result<Vec<ShiftNeed>, tokio_postgres::Error> {
+) -> Result<Vec<ShiftNeed>, LoadError> {
     let rows = match (ids, window) {
         (Some(ids), _) => {
             db.query(
@@ -53,22 +65,21 @@ pub async fn shift_needs(
         (None, None) => Vec::new(),
     };
     let snapshot = fences.snapshot();
-    Ok(rows
-        .iter()
+    rows.iter()
         .map(|r| {
-            let site_id: Uuid = r.get(1);
-            ShiftNeed {
-                id: r.get(0),
+            let site_id: Uuid = r.col("site_id")?;
+            Ok(ShiftNeed {
+                id: r.col("id")?,
                 site_id,
-                client_id: r.get(2),
-                start: r.get(3),
-                end: r.get(4),
-                required_skills: r.get(5),
-                required_certifications: r.get(6),
+                client_id: r.col("client_id")?,
+                start: r.col("start_time")?,
+                end: r.col("end_time")?,
+                required_skills: r.col("required_skills")?,
+                required_certifications: r.col("required_certifications")?,
                 location: snapshot.site(site_id).map(|f| f.centre()),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Every agent, with its bookings, time off and history around [from, to]. `positions`
@@ -80,11 +91,12 @@ pub async fn candidates(
     to: DateTime<Utc>,
     positions: &HashMap<Uuid, (f64, f64)>,
     ignore_shifts: &[Uuid],
-) -> Result<Vec<Candidate>, tokio_postgres::Error> {
+) -> Result<Vec<Candidate>, LoadError> {
     let agents = db
         .query(
-            "SELECT a.id, a.employment_status = 'ACTIVE' AND u.status = 'ACTIVE', a.skills, a.certifications,
-                    a.max_weekly_hours::float8, a.home_lat::float8, a.home_lon::float8, a.barred_site_ids, a.barred_client_ids
+            "SELECT a.id, a.employment_status = 'ACTIVE' AND u.status = 'ACTIVE' AS active, a.skills, a.certifications,
+                    a.max_weekly_hours::float8 AS max_weekly_hours, a.home_lat::float8 AS home_lat,
+                    a.home_lon::float8 AS home_lon, a.barred_site_ids, a.barred_client_ids
              FROM agents a JOIN users u ON u.id = a.user_id WHERE a.deleted_at IS NULL AND u.deleted_at IS NULL",
             &[],
         )
@@ -100,7 +112,10 @@ pub async fn candidates(
         )
         .await?
     {
-        booked.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+        booked
+            .entry(r.col("agent_id")?)
+            .or_default()
+            .push((r.col("start_time")?, r.col("end_time")?));
     }
     let mut time_off: Spans = HashMap::new();
     for r in db
@@ -111,7 +126,10 @@ pub async fn candidates(
         )
         .await?
     {
-        time_off.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+        time_off
+            .entry(r.col("agent_id")?)
+            .or_default()
+            .push((r.col("start_date")?, r.col("end_date")?));
     }
     let mut known: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
     for r in db
@@ -123,30 +141,39 @@ pub async fn candidates(
         )
         .await?
     {
-        known.entry(r.get(0)).or_default().insert(r.get(1));
+        known
+            .entry(r.col("agent_id")?)
+            .or_default()
+            .insert(r.col("site_id")?);
     }
-    Ok(agents
+    agents
         .iter()
         .map(|r| {
-            let id: Uuid = r.get(0);
-            let certs: Vec<Certification> = r.get(3);
-            let home = match (r.get::<_, Option<f64>>(5), r.get::<_, Option<f64>>(6)) {
+            let id: Uuid = r.col("id")?;
+            let skills: Vec<String> = r.col("skills")?;
+            let certs: Vec<Certification> = r.col("certifications")?;
+            let barred_sites: Vec<Uuid> = r.col("barred_site_ids")?;
+            let barred_clients: Vec<Uuid> = r.col("barred_client_ids")?;
+            let home = match (
+                r.col::<Option<f64>>("home_lat")?,
+                r.col::<Option<f64>>("home_lon")?,
+            ) {
                 (Some(lat), Some(lon)) => Some((lat, lon)),
                 _ => None,
             };
-            Candidate {
+            Ok(Candidate {
                 agent_id: id,
-                active: r.get(1),
-                skills: r.get::<_, Vec<String>>(2).into_iter().collect(),
+                active: r.col("active")?,
+                skills: skills.into_iter().collect(),
                 certifications: certs.into_iter().map(|c| (c.name, c.expires_at)).collect(),
-                max_weekly_hours: r.get(4),
+                max_weekly_hours: r.col("max_weekly_hours")?,
                 location: positions.get(&id).copied().or(home),
-                barred_sites: r.get::<_, Vec<Uuid>>(7).into_iter().collect(),
-                barred_clients: r.get::<_, Vec<Uuid>>(8).into_iter().collect(),
+                barred_sites: barred_sites.into_iter().collect(),
+                barred_clients: barred_clients.into_iter().collect(),
                 booked: booked.remove(&id).unwrap_or_default(),
                 time_off: time_off.remove(&id).unwrap_or_default(),
                 known_sites: known.remove(&id).unwrap_or_default(),
-            }
+            })
         })
-        .collect())
+        .collect()
 }

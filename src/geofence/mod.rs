@@ -3,6 +3,8 @@
 //! snapshot without locks and never wait on a writer or on the database; a site change
 //! through the API builds a new snapshot and swaps it in atomically.
 
+pub mod watch;
+
 use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;

@@ -1,12 +1,13 @@
-//! Realtime ingest: agents' phones on WebSocket (the actor is `ws::agent`), the per-agent
-//! decisions (`session`), the wire format (`protocol`), the batching COPY
-//! writer (`writer`), database events such as clock-in (`events`), the registry of
-//! connections (`hub`), the batched session restore (`restore`) and the live event bus
-//! (`live`). See docs/protocol.md.
+//! Realtime ingest: what agents' phones send, from parsed frame to committed row. The
+//! WebSocket actor (`ws::agent`) only moves bytes; here are what a device sends
+//! (`protocol`) and is sent (`frames`), the per-event checks (`checks`), one agent's session
+//! and its decisions (`session`), the batching COPY writer of positions (`writer`), the
+//! other events' transactions such as clock-in (`events`), geofence violations
+//! (`violations`) and the batched session restore (`restore`). See docs/protocol.md.
 
+pub mod checks;
 pub mod events;
-pub mod hub;
-pub mod live;
+pub mod frames;
 pub mod protocol;
 pub mod restore;
 pub mod session;

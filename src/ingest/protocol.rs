@@ -1,91 +1,21 @@
-//! The device protocol: events parsed from text frames (one JSON event or an array of them),
-//! and the frames the server sends back. See docs/protocol.md.
+//! What a device sends: events parsed from text frames (one JSON event or an array of them)
+//! into types that cannot hold an invalid event. What the server answers is in `frames`.
+//! See docs/protocol.md.
 
 use std::borrow::Cow;
 
 use chrono::{DateTime, TimeZone, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::domain::enums::AttendanceMethod;
+use crate::{
+    domain::enums::AttendanceMethod,
+    ingest::frames::{RejectCode, Rejection},
+};
 
 /// Most events accepted in one frame (an array).
 pub const MAX_EVENTS_PER_FRAME: usize = 500;
-
-/// Why an event was rejected: the `code` of the error frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectCode {
-    BadJson,
-    UnknownType,
-    MissingField,
-    InvalidCoordinates,
-    InvalidTimestamp,
-    InvalidSeq,
-    UnsupportedFrame,
-    RateLimited,
-    TooManyEvents,
-    NoSuchShift,
-    NotYourShift,
-    OutsideGeofence,
-    InvalidCode,
-    AlreadyClockedIn,
-    NotClockedIn,
-    AlreadyOnBreak,
-    NotOnBreak,
-    ShiftNotActive,
-    ShiftWithoutSite,
-    NoSuchEmergency,
-    StorageUnavailable,
-}
-
-impl RejectCode {
-    /// The wire label.
-    pub fn as_str(self) -> &'static str {
-        use RejectCode::*;
-        match self {
-            BadJson => "bad_json",
-            UnknownType => "unknown_type",
-            MissingField => "missing_field",
-            InvalidCoordinates => "invalid_coordinates",
-            InvalidTimestamp => "invalid_timestamp",
-            InvalidSeq => "invalid_seq",
-            UnsupportedFrame => "unsupported_frame",
-            RateLimited => "rate_limited",
-            TooManyEvents => "too_many_events",
-            NoSuchShift => "no_such_shift",
-            NotYourShift => "not_your_shift",
-            OutsideGeofence => "outside_geofence",
-            InvalidCode => "invalid_code",
-            AlreadyClockedIn => "already_clocked_in",
-            NotClockedIn => "not_clocked_in",
-            AlreadyOnBreak => "already_on_break",
-            NotOnBreak => "not_on_break",
-            ShiftNotActive => "shift_not_active",
-            ShiftWithoutSite => "shift_without_site",
-            NoSuchEmergency => "no_such_emergency",
-            StorageUnavailable => "storage_unavailable",
-        }
-    }
-}
-
-/// A rejected event: its seq when known, the code, and a message naming the problem.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rejection {
-    pub seq: Option<u64>,
-    pub code: RejectCode,
-    pub message: String,
-}
-
-impl Rejection {
-    pub fn new(seq: Option<u64>, code: RejectCode, message: impl Into<String>) -> Self {
-        Rejection {
-            seq,
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 /// `ts`: RFC 3339 text or integer epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -171,7 +101,8 @@ pub struct Fix {
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
-    Position,
+    /// A position: its fix is part of it, so a position without one cannot be built.
+    Position(Fix),
     QrScan {
         code: String,
     },
@@ -180,15 +111,12 @@ pub enum EventKind {
     },
     ClockIn {
         shift_id: Uuid,
-        method: AttendanceMethod,
-        code: Option<String>,
-        tag_uid: Option<String>,
+        proof: ClockProof,
     },
     ClockOut {
+        /// The shift of the open attendance when absent.
         shift_id: Option<Uuid>,
-        method: AttendanceMethod,
-        code: Option<String>,
-        tag_uid: Option<String>,
+        proof: ClockProof,
     },
     BreakStart,
     BreakEnd,
@@ -201,11 +129,37 @@ pub enum EventKind {
     },
 }
 
+/// How a clock-in or clock-out proves the agent is at the site: each method carries what
+/// it needs, so a GPS clock without a fix or a QR clock without a code cannot be built.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClockProof {
+    /// Inside the site's fence.
+    Gps(Fix),
+    /// A QR checkpoint's code, as scanned.
+    QrCode(String),
+    /// An NFC tag's UID, as read (normalised when matched).
+    Nfc(String),
+    /// No proof: stored unverified, for a supervisor to review.
+    Manual,
+}
+
+impl ClockProof {
+    /// The `attendance_method` stored with the attendance.
+    pub fn method(&self) -> AttendanceMethod {
+        match self {
+            ClockProof::Gps(_) => AttendanceMethod::Gps,
+            ClockProof::QrCode(_) => AttendanceMethod::QrCode,
+            ClockProof::Nfc(_) => AttendanceMethod::Nfc,
+            ClockProof::Manual => AttendanceMethod::Manual,
+        }
+    }
+}
+
 impl EventKind {
     /// The `location_tracking.event_type` label.
     pub fn label(&self) -> &'static str {
         match self {
-            EventKind::Position => "position",
+            EventKind::Position(_) => "position",
             EventKind::QrScan { .. } => "qr_scan",
             EventKind::NfcScan { .. } => "nfc_scan",
             EventKind::ClockIn { .. } => "clock_in",
@@ -224,8 +178,19 @@ pub struct DeviceEvent {
     pub seq: u64,
     pub ts: DateTime<Utc>,
     pub kind: EventKind,
-    /// Required for positions; optional elsewhere.
+    /// The fix sent along with an event other than a position (a copy of a GPS clock's
+    /// fix; optional on the others). None for positions, whose fix is in `kind`.
     pub fix: Option<Fix>,
+}
+
+impl DeviceEvent {
+    /// The event's fix, wherever it is carried.
+    pub fn fix(&self) -> Option<&Fix> {
+        match &self.kind {
+            EventKind::Position(fix) => Some(fix),
+            _ => self.fix.as_ref(),
+        }
+    }
 }
 
 /// Splits a text frame into events: one object, or an array of objects. Each element parses
@@ -335,10 +300,13 @@ fn parse_event(text: &str) -> Result<DeviceEvent, Rejection> {
     let owned = |c: &Option<Cow<str>>| c.as_deref().map(str::to_owned);
     let kind = match kind_label {
         "position" => {
-            if fix.is_none() {
-                return Err(missing("lat"));
-            }
-            EventKind::Position
+            let fix = fix.ok_or_else(|| missing("lat"))?;
+            return Ok(DeviceEvent {
+                seq,
+                ts,
+                kind: EventKind::Position(fix),
+                fix: None,
+            });
         }
         "qr_scan" => EventKind::QrScan {
             code: owned(&raw.code).ok_or_else(|| missing("code"))?,
@@ -347,28 +315,25 @@ fn parse_event(text: &str) -> Result<DeviceEvent, Rejection> {
             tag_uid: owned(&raw.tag_uid).ok_or_else(|| missing("tag_uid"))?,
         },
         "clock_in" | "clock_out" => {
-            let method = raw.method.unwrap_or(AttendanceMethod::Gps);
-            let code = owned(&raw.code);
-            let tag_uid = owned(&raw.tag_uid);
-            match method {
-                AttendanceMethod::Gps if fix.is_none() => return Err(missing("lat")),
-                AttendanceMethod::QrCode if code.is_none() => return Err(missing("code")),
-                AttendanceMethod::Nfc if tag_uid.is_none() => return Err(missing("tag_uid")),
-                _ => {}
-            }
+            let proof = match raw.method.unwrap_or(AttendanceMethod::Gps) {
+                AttendanceMethod::Gps => ClockProof::Gps(fix.ok_or_else(|| missing("lat"))?),
+                AttendanceMethod::QrCode => {
+                    ClockProof::QrCode(owned(&raw.code).ok_or_else(|| missing("code"))?)
+                }
+                AttendanceMethod::Nfc => {
+                    ClockProof::Nfc(owned(&raw.tag_uid).ok_or_else(|| missing("tag_uid"))?)
+                }
+                AttendanceMethod::Manual => ClockProof::Manual,
+            };
             if kind_label == "clock_in" {
                 EventKind::ClockIn {
                     shift_id: raw.shift_id.ok_or_else(|| missing("shift_id"))?,
-                    method,
-                    code,
-                    tag_uid,
+                    proof,
                 }
             } else {
                 EventKind::ClockOut {
                     shift_id: raw.shift_id,
-                    method,
-                    code,
-                    tag_uid,
+                    proof,
                 }
             }
         }
@@ -393,51 +358,6 @@ fn parse_event(text: &str) -> Result<DeviceEvent, Rejection> {
     Ok(DeviceEvent { seq, ts, kind, fix })
 }
 
-/// Frames the server sends to a device.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame<'a> {
-    Hello {
-        agent_id: Uuid,
-        heartbeat_s: u64,
-        last_seq: Option<i64>,
-    },
-    Ack {
-        seqs: &'a [u64],
-    },
-    Error {
-        seq: Option<u64>,
-        code: &'a str,
-        message: &'a str,
-    },
-    Attendance {
-        seq: u64,
-        status: &'a str,
-        attendance_id: Uuid,
-        shift_id: Uuid,
-        verified: bool,
-    },
-    Checkpoint {
-        seq: u64,
-        valid: bool,
-        result: &'a str,
-        checkpoint_id: Option<Uuid>,
-        site_id: Option<Uuid>,
-    },
-    Geofence {
-        event: &'a str,
-        site_id: Uuid,
-        distance_m: f64,
-    },
-}
-
-impl ServerFrame<'_> {
-    /// The JSON text of the frame.
-    pub fn to_text(&self) -> String {
-        serde_json::to_string(self).expect("server frames always serialize")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,8 +372,10 @@ mod tests {
     fn parses_positions_with_either_time_form() {
         let e = one(r#"{"type":"position","seq":1,"ts":"2026-11-26T10:00:00Z","lat":6.13,"lon":1.22,"accuracy_m":5,"battery_pct":80}"#).unwrap();
         assert_eq!(e.seq, 1);
-        assert_eq!(e.kind, EventKind::Position);
-        assert_eq!(e.fix.unwrap().battery_pct, Some(80));
+        let EventKind::Position(fix) = e.kind else {
+            panic!("not a position: {e:?}")
+        };
+        assert_eq!(fix.battery_pct, Some(80));
         let e = one(r#"{"type":"position","seq":2,"ts":1764151200000,"lat":6.13,"lon":1.22,"speed_mps":null}"#).unwrap();
         assert_eq!(e.ts.timestamp_millis(), 1764151200000);
     }
@@ -514,23 +436,5 @@ mod tests {
             let r = one(text).unwrap_err();
             assert_eq!((r.code, r.seq), (code, seq), "{text}: {}", r.message);
         }
-    }
-
-    #[test]
-    fn frames_serialize_to_the_documented_shapes() {
-        assert_eq!(
-            ServerFrame::Ack { seqs: &[1, 2] }.to_text(),
-            r#"{"type":"ack","seqs":[1,2]}"#
-        );
-        let e = ServerFrame::Error {
-            seq: None,
-            code: "bad_json",
-            message: "x",
-        }
-        .to_text();
-        assert_eq!(
-            e,
-            r#"{"type":"error","seq":null,"code":"bad_json","message":"x"}"#
-        );
     }
 }

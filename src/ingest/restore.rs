@@ -16,7 +16,45 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::ingest::session::{Duty, LastFix};
+use crate::{
+    ingest::session::{Duty, LastFix},
+    storage::row::{ColumnError, RowExt},
+};
+
+/// Why a session's state was not restored (the device is asked to come back).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RestoreError {
+    /// No pooled connection in time.
+    #[error("database unavailable: {0}")]
+    Pool(String),
+    /// The query failed (the message is shared by every session of the batch).
+    #[error("database: {0}")]
+    Query(String),
+    /// The batch's query ran past `RESTORE_TIMEOUT`.
+    #[error("session restore took more than {0:?}")]
+    Timeout(std::time::Duration),
+    /// A row did not read as expected.
+    #[error("{0}")]
+    Column(String),
+    /// The answer had no row for the agent: a bug.
+    #[error("agent missing from the restore answer")]
+    Missing,
+    /// The restorer actor is gone (shutting down).
+    #[error("session restore stopped")]
+    Stopped,
+}
+
+impl From<ColumnError> for RestoreError {
+    fn from(e: ColumnError) -> Self {
+        RestoreError::Column(e.to_string())
+    }
+}
+
+impl From<actix::MailboxError> for RestoreError {
+    fn from(_: actix::MailboxError) -> Self {
+        RestoreError::Stopped
+    }
+}
 
 /// The most agents one query restores.
 const MAX_BATCH: usize = 1000;
@@ -27,7 +65,7 @@ const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a session restores when it starts.
 #[derive(Debug, Clone)]
-pub(crate) struct LoadedState {
+pub struct LoadedState {
     /// The open attendance (shift and site), if the agent is on duty.
     pub duty: Option<Duty>,
     /// The newest trusted fix (by device time, among the latest 64 by `seq`), for the speed
@@ -41,7 +79,7 @@ pub(crate) struct LoadedState {
 
 /// Asks for one agent's state.
 #[derive(Message)]
-#[rtype(result = "Result<LoadedState, String>")]
+#[rtype(result = "Result<LoadedState, RestoreError>")]
 pub(crate) struct Restore(pub Uuid);
 
 /// The restoring actor.
@@ -49,7 +87,7 @@ pub(crate) struct SessionRestorer {
     /// Where the state is read from.
     pool: Pool,
     /// Requests not yet in a batch, with where to answer.
-    waiting: Vec<(Uuid, oneshot::Sender<Result<LoadedState, String>>)>,
+    waiting: Vec<(Uuid, oneshot::Sender<Result<LoadedState, RestoreError>>)>,
     /// Batches being queried now.
     in_flight: usize,
 }
@@ -75,10 +113,7 @@ impl SessionRestorer {
                 let result = load_states(&pool, &agents).await;
                 for (agent, reply) in batch {
                     let answer = match &result {
-                        Ok(states) => states
-                            .get(&agent)
-                            .cloned()
-                            .ok_or_else(|| "agent missing from the restore answer".to_owned()),
+                        Ok(states) => states.get(&agent).cloned().ok_or(RestoreError::Missing),
                         Err(e) => Err(e.clone()),
                     };
                     let _ = reply.send(answer);
@@ -103,32 +138,32 @@ impl Actor for SessionRestorer {
 }
 
 impl Handler<Restore> for SessionRestorer {
-    type Result = ResponseFuture<Result<LoadedState, String>>;
+    type Result = ResponseFuture<Result<LoadedState, RestoreError>>;
 
     fn handle(&mut self, msg: Restore, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         self.waiting.push((msg.0, tx));
         self.flush(ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err("session restore stopped".to_owned()))
-        })
+        Box::pin(async move { rx.await.unwrap_or(Err(RestoreError::Stopped)) })
     }
 }
 
 /// One round trip for many agents; every agent asked for gets a row.
-async fn load_states(pool: &Pool, agents: &[Uuid]) -> Result<HashMap<Uuid, LoadedState>, String> {
+async fn load_states(
+    pool: &Pool,
+    agents: &[Uuid],
+) -> Result<HashMap<Uuid, LoadedState>, RestoreError> {
     // Waits like device events do: a reconnect storm also queues device authentications.
     let client = crate::ingest::events::event_connection(pool)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RestoreError::Pool(e.to_string()))?;
     let statement = client
         .prepare_cached(
-            "SELECT a.id, d.attendance_id, d.shift_id, d.site_id, d.on_break, f.ts, f.lat, f.lon,
+            "SELECT a.id AS agent_id, d.attendance_id, d.shift_id, d.site_id, d.on_break, f.ts, f.lat, f.lon,
                     d.site_id IS NOT NULL AND EXISTS (
                         SELECT 1 FROM geofence_violations v
-                        WHERE v.agent_id = a.id AND v.site_id = d.site_id AND v.resolved_at IS NULL),
-                    (SELECT max(seq) FROM location_tracking WHERE agent_id = a.id)
+                        WHERE v.agent_id = a.id AND v.site_id = d.site_id AND v.resolved_at IS NULL) AS violated,
+                    (SELECT max(seq) FROM location_tracking WHERE agent_id = a.id) AS last_seq
              FROM unnest($1::uuid[]) AS a(id)
              LEFT JOIN LATERAL (
                  SELECT att.id AS attendance_id, att.shift_id, s.site_id, att.status = 'ON_BREAK' AS on_break
@@ -147,42 +182,39 @@ async fn load_states(pool: &Pool, agents: &[Uuid]) -> Result<HashMap<Uuid, Loade
                  ORDER BY ts DESC LIMIT 1) f ON true",
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| RestoreError::Query(e.to_string()))?;
     // A stuck query must not hold every connecting session: past this, the batch fails and
     // its devices are told to come back (1013).
     let rows = tokio::time::timeout(RESTORE_TIMEOUT, client.query(&statement, &[&agents]))
         .await
-        .map_err(|_| format!("session restore took more than {RESTORE_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| RestoreError::Timeout(RESTORE_TIMEOUT))?
+        .map_err(|e| RestoreError::Query(e.to_string()))?;
     let mut states = HashMap::with_capacity(rows.len());
     for row in rows {
-        let state = (|| -> Result<LoadedState, tokio_postgres::Error> {
-            let duty = match (
-                row.try_get::<_, Option<Uuid>>(1)?,
-                row.try_get::<_, Option<Uuid>>(2)?,
-                row.try_get::<_, Option<Uuid>>(3)?,
-            ) {
-                (Some(attendance_id), Some(shift_id), Some(site_id)) => Some(Duty {
-                    attendance_id,
-                    shift_id,
-                    site_id,
-                    on_break: row.try_get::<_, Option<bool>>(4)?.unwrap_or(false),
-                }),
-                _ => None,
-            };
-            let last_fix = match (row.try_get(5)?, row.try_get(6)?, row.try_get(7)?) {
-                (Some(ts), Some(lat), Some(lon)) => Some(LastFix { ts, lat, lon }),
-                _ => None,
-            };
-            Ok(LoadedState {
-                duty,
-                last_fix,
-                violated: row.try_get::<_, Option<bool>>(8)?.unwrap_or(false),
-                last_seq: row.try_get(9)?,
-            })
-        })()
-        .map_err(|e| e.to_string())?;
-        states.insert(row.try_get(0).map_err(|e| e.to_string())?, state);
+        let duty = match (
+            row.col::<Option<Uuid>>("attendance_id")?,
+            row.col::<Option<Uuid>>("shift_id")?,
+            row.col::<Option<Uuid>>("site_id")?,
+        ) {
+            (Some(attendance_id), Some(shift_id), Some(site_id)) => Some(Duty {
+                attendance_id,
+                shift_id,
+                site_id,
+                on_break: row.col::<Option<bool>>("on_break")?.unwrap_or(false),
+            }),
+            _ => None,
+        };
+        let last_fix = match (row.col("ts")?, row.col("lat")?, row.col("lon")?) {
+            (Some(ts), Some(lat), Some(lon)) => Some(LastFix { ts, lat, lon }),
+            _ => None,
+        };
+        let state = LoadedState {
+            duty,
+            last_fix,
+            violated: row.col::<Option<bool>>("violated")?.unwrap_or(false),
+            last_seq: row.col("last_seq")?,
+        };
+        states.insert(row.col("agent_id")?, state);
     }
     Ok(states)
 }

@@ -1,407 +1,421 @@
-//! What one agent's session knows and decides, apart from the transport: rate limiting,
-//! event validation, trust of fixes, and the geofence dwell rules while on duty. Everything
-//! here is synchronous and allocation-light: it runs for every event.
+//! One agent's session, apart from the transport: what it knows (rate bucket, last trusted
+//! fix, duty, fence watch, events waiting their turn) and what it decides for each event. It
+//! is fed parsed input and returns what the transport must do (`Action`s, and one `Step` at a
+//! time of the event queue), so every per-event decision runs, and is tested, without a
+//! socket. `ws::agent` maps WebSocket frames to these calls and the actions back to frames
+//! and messages.
+//!
+//! Order: a device's events are handled in the order sent. Positions become rows for the
+//! batching writer; any other event waits for the rows before it, then runs alone against
+//! the database (`ingest::events`), and the events after it wait for its answer.
 
-use std::time::Instant;
+use std::{collections::VecDeque, sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
-use geo::{Closest, ClosestPoint, Contains, Coord, Distance, Haversine, Point};
+use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use crate::{
     configuration::{GeofenceSettings, IngestSettings},
-    domain::geofence::GeofenceShape,
-    geofence::SiteFence,
-    ingest::protocol::{DeviceEvent, Fix, RejectCode, Rejection},
-};
-
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
-#[derive(Debug)]
-pub struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst as f64,
-            rate: rate as f64,
-            burst: burst as f64,
-            last: now,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Checks what every event must satisfy: a plausible time and, if it has a fix, valid
-/// coordinates.
-pub fn check_event(
-    ev: &DeviceEvent,
-    now: DateTime<Utc>,
-    limits: &IngestSettings,
-) -> Result<(), Rejection> {
-    let ahead = (ev.ts - now).num_seconds();
-    if ahead > limits.max_future_s {
-        return Err(Rejection::new(
-            Some(ev.seq),
-            RejectCode::InvalidTimestamp,
-            format!(
-                "`ts` is {ahead} s in the future (at most {} s allowed)",
-                limits.max_future_s
-            ),
-        ));
-    }
-    if -ahead > limits.max_age_s {
-        return Err(Rejection::new(
-            Some(ev.seq),
-            RejectCode::InvalidTimestamp,
-            format!("`ts` is older than {} s", limits.max_age_s),
-        ));
-    }
-    if let Some(fix) = &ev.fix {
-        check_coordinates(fix)
-            .map_err(|m| Rejection::new(Some(ev.seq), RejectCode::InvalidCoordinates, m))?;
-    }
-    Ok(())
-}
-
-fn check_coordinates(fix: &Fix) -> Result<(), String> {
-    if !fix.lat.is_finite() || !fix.lon.is_finite() {
-        return Err("lat and lon must be finite numbers".into());
-    }
-    if !(-90.0..=90.0).contains(&fix.lat) {
-        return Err(format!("lat {} is outside -90..90", fix.lat));
-    }
-    if !(-180.0..=180.0).contains(&fix.lon) {
-        return Err(format!("lon {} is outside -180..180", fix.lon));
-    }
-    if fix.lat == 0.0 && fix.lon == 0.0 {
-        return Err("(0, 0) is a GPS failure, not a position".into());
-    }
-    if fix.accuracy_m.is_some_and(|a| !a.is_finite() || a < 0.0) {
-        return Err("accuracy_m must be a non-negative number".into());
-    }
-    Ok(())
-}
-
-/// Great-circle distance in metres.
-pub fn metres(a_lat: f64, a_lon: f64, b_lat: f64, b_lon: f64) -> f64 {
-    Haversine.distance(Point::new(a_lon, a_lat), Point::new(b_lon, b_lat))
-}
-
-/// Metres from a point to a fence's boundary: positive outside, negative inside.
-pub fn distance_to_fence(fence: &SiteFence, lat: f64, lon: f64) -> f64 {
-    match &fence.shape {
-        GeofenceShape::Circle { center, radius_m } => {
-            metres(lat, lon, center.y, center.x) - radius_m
-        }
-        GeofenceShape::Polygon(polygon) => {
-            let p = Point::new(lon, lat);
-            let mut best = f64::INFINITY;
-            for ring in std::iter::once(polygon.exterior()).chain(polygon.interiors()) {
-                let d = match ring.closest_point(&p) {
-                    Closest::Intersection(_) => 0.0,
-                    Closest::SinglePoint(q) => Haversine.distance(p, q),
-                    Closest::Indeterminate => f64::INFINITY,
-                };
-                best = best.min(d);
-            }
-            if polygon.contains(&Coord { x: lon, y: lat }) {
-                -best
-            } else {
-                best
-            }
-        }
-    }
-}
-
-/// Where a fix stands relative to a fence, its accuracy taken into account.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FenceSide {
-    /// The point itself is inside.
-    Inside,
-    /// Even the accuracy circle is wholly outside, this far from the fence.
-    Outside(f64),
-    /// The accuracy circle straddles the fence: no decision.
-    Uncertain,
-}
-
-/// Classifies a fix against a fence.
-pub fn side_of(fence: &SiteFence, lat: f64, lon: f64, accuracy_m: f64) -> FenceSide {
-    if fence.contains(lat, lon) {
-        return FenceSide::Inside;
-    }
-    let d = distance_to_fence(fence, lat, lon);
-    if d > accuracy_m {
-        FenceSide::Outside(d)
-    } else {
-        FenceSide::Uncertain
-    }
-}
-
-/// What the dwell rules decided for one fix.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum FenceTransition {
-    /// The agent has left: open a violation that started at `since`.
-    Exit {
-        since: DateTime<Utc>,
-        distance_m: f64,
+    geofence::{
+        watch::{side_of, FenceTransition, FenceWatch},
+        FenceSnapshot, GeofenceIndex,
     },
-    /// The agent is back: close the open violation.
-    Enter { at: DateTime<Utc> },
-}
-
-/// The dwell state machine of one agent on one site.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum FenceWatch {
-    /// Inside (or not yet known to be outside).
-    #[default]
-    Inside,
-    /// Outside since `since`, for `fixes` consecutive trusted fixes; no alarm yet.
-    Leaving { since: DateTime<Utc>, fixes: u32 },
-    /// A violation is open.
-    Violated,
-}
-
-impl FenceWatch {
-    /// Feeds one trusted fix's side; returns a transition when one happens.
-    pub fn observe(
-        &mut self,
-        side: FenceSide,
-        ts: DateTime<Utc>,
-        rules: &GeofenceSettings,
-    ) -> Option<FenceTransition> {
-        match (side, *self) {
-            (FenceSide::Uncertain, _) => None,
-            (FenceSide::Inside, FenceWatch::Violated) => {
-                *self = FenceWatch::Inside;
-                Some(FenceTransition::Enter { at: ts })
-            }
-            (FenceSide::Inside, _) => {
-                *self = FenceWatch::Inside;
-                None
-            }
-            (FenceSide::Outside(_), FenceWatch::Violated) => None,
-            (FenceSide::Outside(d), state) => {
-                let (since, fixes) = match state {
-                    FenceWatch::Leaving { since, fixes } => (since, fixes + 1),
-                    _ => (ts, 1),
-                };
-                let dwelt = (ts - since).num_seconds() >= rules.exit_dwell_s;
-                if fixes >= rules.exit_consecutive_fixes
-                    || (dwelt && fixes >= 2)
-                    || rules.exit_dwell_s == 0
-                {
-                    *self = FenceWatch::Violated;
-                    Some(FenceTransition::Exit {
-                        since,
-                        distance_m: d,
-                    })
-                } else {
-                    *self = FenceWatch::Leaving { since, fixes };
-                    None
-                }
-            }
-        }
-    }
-}
+    ingest::{
+        checks::{check_event, trust, TokenBucket},
+        events::{EventCtx, Failure, Outcome},
+        frames::{RejectCode, Rejection, ServerFrame},
+        protocol::{parse_frame, DeviceEvent, EventKind, Fix},
+        restore::LoadedState,
+        violations::{ViolationChange, ViolationWrite},
+        writer::PositionRow,
+    },
+    realtime::live::LiveEvent,
+};
 
 /// The shift an agent is clocked in on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Duty {
+    /// The open attendance row.
     pub attendance_id: Uuid,
+    /// The shift clocked in on (positions are filed under it).
     pub shift_id: Uuid,
+    /// The shift's site: the fence the agent is watched against.
     pub site_id: Uuid,
+    /// On a break: the dispatcher does not send the agent.
     pub on_break: bool,
 }
 
-/// The last trusted fix, for the implied-speed check.
+/// The last trusted fix, for the implied-speed check, panic placement and the dispatcher.
 #[derive(Debug, Clone, Copy)]
 pub struct LastFix {
+    /// Device time of the fix.
     pub ts: DateTime<Utc>,
     pub lat: f64,
     pub lon: f64,
 }
 
-/// Decides whether a fix can be trusted for geofence decisions, and why not.
-pub fn trust(
-    fix: &Fix,
-    ts: DateTime<Utc>,
-    last: Option<&LastFix>,
-    limits: &IngestSettings,
-) -> Result<(), &'static str> {
-    if fix
-        .accuracy_m
-        .is_some_and(|a| f64::from(a) > limits.max_accuracy_m)
-    {
-        return Err("accuracy");
+/// What the transport must do for the session, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send the device an `error` frame for a refused event.
+    Reject(Rejection),
+    /// Send the device a frame (acks of database events, attendance, checkpoint, geofence,
+    /// hello).
+    Frame(ServerFrame<'static>),
+    /// Acknowledge a database event (stored, or stored before).
+    Ack(u64),
+    /// Publish to consoles and the dispatcher.
+    Live(LiveEvent),
+    /// Record a fence crossing (opened or closed violation), retried until committed.
+    Violation(ViolationWrite),
+    /// Tell the dispatcher where the agent is (coalesced: see `flush_position`).
+    Position {
+        lat: f64,
+        lon: f64,
+        at: DateTime<Utc>,
+    },
+    /// Tell the dispatcher the agent's duty (clocked in, on break, clocked out, moved site).
+    Duty(Option<Duty>),
+    /// Close the connection so the device reconnects and resends what is not acked.
+    Reconnect(&'static str),
+}
+
+/// The next piece of queued work.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing to do now: the queue is empty, or an event or writer capacity is awaited.
+    Idle,
+    /// Positions, in order, for the writer (acked once committed).
+    Store(Vec<PositionRow>),
+    /// An event to run against the database; `event_done` must follow.
+    Run(DeviceEvent),
+}
+
+/// One connected agent's session.
+pub struct AgentSession {
+    /// agents.id
+    agent_id: Uuid,
+    /// api_keys.id of the device token in use (stored with every row).
+    device_id: Uuid,
+    /// Validation and filtering limits.
+    limits: Arc<IngestSettings>,
+    /// Dwell rules.
+    fence_rules: GeofenceSettings,
+    /// Least time between two positions told to the dispatcher.
+    dispatch_every: std::time::Duration,
+    /// Per-agent rate limit.
+    bucket: TokenBucket,
+    /// Last trusted fix, for the speed check.
+    last_fix: Option<LastFix>,
+    /// The shift the agent is clocked in on.
+    duty: Option<Duty>,
+    /// Dwell state against the duty site.
+    watch: FenceWatch,
+    /// Events waiting their turn behind a database event or writer capacity.
+    queue: VecDeque<DeviceEvent>,
+    /// A database event is under way (its answer comes through `event_done`).
+    running: bool,
+    /// Waiting for writer capacity (`resume` ends it).
+    paused: bool,
+    /// When the dispatcher was last told this agent's position (coalescing).
+    last_dispatch_update: Option<Instant>,
+    /// The newest trusted fix the dispatcher has not been told yet.
+    dispatch_pending: Option<(f64, f64, DateTime<Utc>)>,
+}
+
+impl AgentSession {
+    /// A session that has not restored its state yet (see `restored`).
+    pub fn new(
+        agent_id: Uuid,
+        device_id: Uuid,
+        limits: Arc<IngestSettings>,
+        fence_rules: GeofenceSettings,
+        dispatch_every: std::time::Duration,
+        now: Instant,
+    ) -> Self {
+        AgentSession {
+            agent_id,
+            device_id,
+            bucket: TokenBucket::new(limits.rate_limit_per_s, limits.rate_limit_burst, now),
+            limits,
+            fence_rules,
+            dispatch_every,
+            last_fix: None,
+            duty: None,
+            watch: FenceWatch::default(),
+            queue: VecDeque::new(),
+            running: false,
+            paused: false,
+            last_dispatch_update: None,
+            dispatch_pending: None,
+        }
     }
-    if let Some(prev) = last {
-        let dt = (ts - prev.ts).num_milliseconds() as f64 / 1000.0;
-        if dt > 0.0 {
-            let kmh = metres(prev.lat, prev.lon, fix.lat, fix.lon) / dt * 3.6;
-            if kmh > limits.max_speed_kmh {
-                return Err("speed");
+
+    /// agents.id
+    pub fn agent_id(&self) -> Uuid {
+        self.agent_id
+    }
+
+    /// The validation limits (the transport needs the frame size and heartbeat).
+    pub fn limits(&self) -> &IngestSettings {
+        &self.limits
+    }
+
+    /// Takes the state found in the database when the session starts (after a reconnect or
+    /// a restart), and greets the device with the last event number stored.
+    pub fn restored(&mut self, state: LoadedState, out: &mut Vec<Action>) {
+        self.duty = state.duty;
+        out.push(Action::Duty(self.duty));
+        self.last_fix = state.last_fix;
+        if state.violated {
+            self.watch = FenceWatch::Violated;
+        }
+        out.push(Action::Frame(ServerFrame::Hello {
+            agent_id: self.agent_id,
+            heartbeat_s: self.limits.heartbeat_s,
+            last_seq: state.last_seq,
+        }));
+    }
+
+    /// A text message from the device: its events are parsed, rate-limited and checked;
+    /// those accepted wait in the queue (see `step`), the others are refused.
+    pub fn receive(&mut self, text: &str, now: DateTime<Utc>, at: Instant, out: &mut Vec<Action>) {
+        for parsed in parse_frame(text) {
+            metrics::counter!("ingest_events_received_total").increment(1);
+            let checked = parsed.and_then(|ev| {
+                if !self.bucket.take(at) {
+                    return Err(Rejection::new(
+                        Some(ev.seq),
+                        RejectCode::RateLimited,
+                        format!(
+                            "more than {} events/s (burst {}); resend later",
+                            self.limits.rate_limit_per_s, self.limits.rate_limit_burst
+                        ),
+                    ));
+                }
+                check_event(&ev, now, &self.limits).map(|()| ev)
+            });
+            match checked {
+                Ok(ev) => self.queue.push_back(ev),
+                Err(r) => out.push(Action::Reject(r)),
             }
         }
     }
-    Ok(())
-}
 
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use chrono::Duration;
-    use serde_json::json;
-
-    use super::*;
-    use crate::domain::geofence::GeofenceSpec;
-
-    fn fence(geojson: serde_json::Value) -> Arc<SiteFence> {
-        Arc::new(SiteFence {
-            site_id: Uuid::nil(),
-            client_id: Uuid::nil(),
-            version: 1,
-            shape: GeofenceSpec::parse(&geojson).unwrap().shape,
-        })
-    }
-
-    fn rules() -> GeofenceSettings {
-        GeofenceSettings {
-            exit_dwell_s: 30,
-            exit_consecutive_fixes: 5,
+    /// The next piece of work from the queue: all positions up to the next other event as
+    /// rows, or that event. Fence crossings the positions cause are pushed to `out`.
+    pub fn step(&mut self, fences: &FenceSnapshot, at: Instant, out: &mut Vec<Action>) -> Step {
+        if self.running || self.paused {
+            return Step::Idle;
+        }
+        let mut rows = Vec::new();
+        while let Some(ev) = self.queue.pop_front() {
+            let EventKind::Position(fix) = ev.kind else {
+                if !rows.is_empty() {
+                    // The rows go first; the event runs at the next step.
+                    self.queue.push_front(ev);
+                    break;
+                }
+                self.running = true;
+                return Step::Run(ev);
+            };
+            rows.push(self.position(ev.seq, ev.ts, fix, fences, at, out));
+        }
+        if rows.is_empty() {
+            Step::Idle
+        } else {
+            metrics::counter!("ingest_events_accepted_total").increment(rows.len() as u64);
+            Step::Store(rows)
         }
     }
 
-    #[test]
-    fn token_bucket_allows_the_burst_then_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(20, 40, t0);
-        assert_eq!((0..100).filter(|_| b.take(t0)).count(), 40);
-        assert!(!b.take(t0));
-        let later = t0 + std::time::Duration::from_millis(500);
-        assert_eq!((0..100).filter(|_| b.take(later)).count(), 10);
+    /// The writer has no capacity: no step until `resume`.
+    pub fn pause(&mut self) {
+        self.paused = true;
     }
 
-    #[test]
-    fn distances_to_fences() {
-        let circle = fence(json!({"type": "Circle", "center": [1.0, 6.0], "radius_m": 100}));
-        let d = distance_to_fence(&circle, 6.0 + 200.0 / 111_195.0, 1.0);
-        assert!((d - 100.0).abs() < 1.0, "{d}");
-        let square = fence(
-            json!({"type": "Polygon", "coordinates": [[[1.0, 6.0], [1.01, 6.0], [1.01, 6.01], [1.0, 6.01], [1.0, 6.0]]]}),
-        );
-        let outside = distance_to_fence(&square, 6.005, 1.0 - 0.001);
-        assert!((outside - 110.6).abs() < 2.0, "{outside}");
-        assert!(distance_to_fence(&square, 6.005, 1.005) < -500.0);
-        assert_eq!(side_of(&square, 6.005, 1.005, 10.0), FenceSide::Inside);
-        assert!(matches!(
-            side_of(&square, 6.005, 0.999, 50.0),
-            FenceSide::Outside(_)
-        ));
-        assert_eq!(
-            side_of(&square, 6.005, 0.999, 150.0),
-            FenceSide::Uncertain,
-            "accuracy circle straddles"
-        );
+    /// Writer capacity was granted.
+    pub fn resume(&mut self) {
+        self.paused = false;
     }
 
-    #[test]
-    fn dwell_rules_ignore_drift_and_open_once() {
-        let t0 = Utc::now();
-        let mut w = FenceWatch::default();
-        let out = FenceSide::Outside(40.0);
-        assert_eq!(w.observe(out, t0, &rules()), None);
-        assert_eq!(
-            w.observe(FenceSide::Inside, t0 + Duration::seconds(5), &rules()),
-            None,
-            "drift"
-        );
-        assert_eq!(w.observe(out, t0 + Duration::seconds(10), &rules()), None);
-        assert_eq!(
-            w.observe(FenceSide::Uncertain, t0 + Duration::seconds(20), &rules()),
-            None
-        );
-        let opened = w.observe(out, t0 + Duration::seconds(41), &rules());
-        assert_eq!(
-            opened,
-            Some(FenceTransition::Exit {
-                since: t0 + Duration::seconds(10),
-                distance_m: 40.0
-            })
-        );
-        assert_eq!(
-            w.observe(out, t0 + Duration::seconds(50), &rules()),
-            None,
-            "one violation"
-        );
-        assert_eq!(
-            w.observe(FenceSide::Inside, t0 + Duration::seconds(60), &rules()),
-            Some(FenceTransition::Enter {
-                at: t0 + Duration::seconds(60)
-            })
-        );
-        // Five quick consecutive fixes also open one.
-        let mut w = FenceWatch::default();
-        let opened: Vec<_> = (0..5)
-            .filter_map(|i| w.observe(out, t0 + Duration::seconds(i), &rules()))
-            .collect();
-        assert_eq!(opened.len(), 1);
+    /// What the database event about to run needs to know.
+    pub fn event_ctx(&self, pool: Pool, fences: Arc<GeofenceIndex>) -> EventCtx {
+        EventCtx {
+            pool,
+            limits: self.limits.clone(),
+            fences,
+            agent_id: self.agent_id,
+            device_id: self.device_id,
+            duty: self.duty,
+            last_fix: self.last_fix,
+        }
     }
 
-    #[test]
-    fn implausible_fixes_are_not_trusted() {
-        let limits = crate::configuration::Settings::defaults().ingest;
-        let t0 = Utc::now();
-        let fix = |lat, acc| Fix {
+    /// The answer to the event of the last `Step::Run`.
+    pub fn event_done(
+        &mut self,
+        seq: u64,
+        result: Result<Outcome, Failure>,
+        out: &mut Vec<Action>,
+    ) {
+        self.running = false;
+        match result {
+            Ok(outcome) => {
+                metrics::counter!("ingest_events_accepted_total").increment(1);
+                out.push(Action::Ack(seq));
+                out.extend(outcome.frames.into_iter().map(Action::Frame));
+                if let Some(duty) = outcome.duty {
+                    if duty.map(|d| d.shift_id) != self.duty.map(|d| d.shift_id) {
+                        self.watch = FenceWatch::default();
+                    }
+                    self.duty = duty;
+                    out.push(Action::Duty(duty));
+                }
+                out.extend(outcome.live.into_iter().map(Action::Live));
+            }
+            Err(Failure::Rejected(r)) => out.push(Action::Reject(r)),
+            Err(Failure::Storage(e)) => {
+                tracing::warn!(agent_id = %self.agent_id, error = %e, "event not stored; asking the device to reconnect");
+                out.push(Action::Reject(Rejection::new(
+                    Some(seq),
+                    RejectCode::StorageUnavailable,
+                    "storage unavailable; reconnect and resend",
+                )));
+                // Nothing after it may be acked before it: the device resends them all.
+                self.queue.clear();
+                out.push(Action::Reconnect(
+                    "storage unavailable; reconnect and resend unacked events",
+                ));
+            }
+        }
+    }
+
+    /// The shift the agent is on moved to another site (or lost its site).
+    pub fn shift_site_changed(
+        &mut self,
+        shift_id: Uuid,
+        site_id: Option<Uuid>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(duty) = self.duty.filter(|d| d.shift_id == shift_id) else {
+            return;
+        };
+        // Dwell state was about the old site: start over against the new one.
+        self.watch = FenceWatch::default();
+        self.duty = site_id.map(|site_id| Duty { site_id, ..duty });
+        out.push(Action::Duty(self.duty));
+    }
+
+    /// The newest trusted fix the dispatcher has not been told, if any (called on a timer,
+    /// so the last fix of a burst is not held back).
+    pub fn flush_position(&mut self, at: Instant) -> Option<Action> {
+        let (lat, lon, fix_at) = self.dispatch_pending.take()?;
+        self.last_dispatch_update = Some(at);
+        Some(Action::Position {
             lat,
-            lon: 1.0,
-            accuracy_m: Some(acc),
-            speed_mps: None,
-            heading_deg: None,
-            altitude_m: None,
-            battery_pct: None,
+            lon,
+            at: fix_at,
+        })
+    }
+
+    /// A position: trusted or not, inside which site, and what it does to the fence watch.
+    fn position(
+        &mut self,
+        seq: u64,
+        ts: DateTime<Utc>,
+        fix: Fix,
+        fences: &FenceSnapshot,
+        at: Instant,
+        out: &mut Vec<Action>,
+    ) -> PositionRow {
+        let trusted = trust(&fix, ts, self.last_fix.as_ref(), &self.limits);
+        let site_id = fences
+            .containing(fix.lat, fix.lon)
+            .next()
+            .map(|f| f.site_id);
+        if trusted.is_ok() {
+            if self.last_fix.is_none_or(|l| ts >= l.ts) {
+                self.last_fix = Some(LastFix {
+                    ts,
+                    lat: fix.lat,
+                    lon: fix.lon,
+                });
+                self.dispatch_pending = Some((fix.lat, fix.lon, ts));
+                let due = self
+                    .last_dispatch_update
+                    .is_none_or(|t| at.saturating_duration_since(t) >= self.dispatch_every);
+                if due {
+                    out.extend(self.flush_position(at));
+                }
+            }
+            if let Some(duty) = self.duty {
+                if let Some(fence) = fences.site(duty.site_id) {
+                    let accuracy = f64::from(fix.accuracy_m.unwrap_or(0.0));
+                    let side = side_of(fence, fix.lat, fix.lon, accuracy);
+                    if let Some(t) = self.watch.observe(side, ts, &self.fence_rules) {
+                        self.fence_transition(t, duty, ts, &fix, out);
+                    }
+                }
+            }
+        }
+        PositionRow {
+            agent_id: self.agent_id,
+            shift_id: self.duty.map(|d| d.shift_id),
+            device_id: self.device_id,
+            seq: seq as i64,
+            lat: fix.lat,
+            lon: fix.lon,
+            accuracy_m: fix.accuracy_m,
+            altitude_m: fix.altitude_m,
+            speed_mps: fix.speed_mps,
+            heading_deg: fix.heading_deg,
+            battery_pct: fix.battery_pct,
+            ts,
+            is_trusted: trusted.is_ok(),
+            untrusted_reason: trusted.err(),
+            site_id,
+        }
+    }
+
+    /// Opens or closes a violation: pushed to the device, published, and written.
+    fn fence_transition(
+        &mut self,
+        t: FenceTransition,
+        duty: Duty,
+        ts: DateTime<Utc>,
+        fix: &Fix,
+        out: &mut Vec<Action>,
+    ) {
+        let (event, distance) = t.event();
+        out.push(Action::Frame(ServerFrame::Geofence {
+            event,
+            site_id: duty.site_id,
+            distance_m: (distance * 10.0).round() / 10.0,
+        }));
+        out.push(Action::Live(LiveEvent::Geofence {
+            agent_id: self.agent_id,
+            site_id: duty.site_id,
+            event,
+            at: ts,
+            distance_m: distance,
+        }));
+        let change = match t {
+            FenceTransition::Exit { since, distance_m } => ViolationChange::Open {
+                since,
+                distance_m,
+                lat: fix.lat,
+                lon: fix.lon,
+                accuracy_m: fix.accuracy_m,
+            },
+            FenceTransition::Enter { at } => ViolationChange::Close { at },
         };
-        assert_eq!(trust(&fix(6.0, 500.0), t0, None, &limits), Err("accuracy"));
-        let last = LastFix {
-            ts: t0,
-            lat: 6.0,
-            lon: 1.0,
-        };
-        // 1 km in 1 s = 3600 km/h.
-        assert_eq!(
-            trust(
-                &fix(6.009, 5.0),
-                t0 + Duration::seconds(1),
-                Some(&last),
-                &limits
-            ),
-            Err("speed")
-        );
-        assert_eq!(
-            trust(
-                &fix(6.00001, 5.0),
-                t0 + Duration::seconds(1),
-                Some(&last),
-                &limits
-            ),
-            Ok(())
-        );
+        out.push(Action::Violation(ViolationWrite {
+            agent_id: self.agent_id,
+            site_id: duty.site_id,
+            shift_id: duty.shift_id,
+            change,
+        }));
     }
 }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::{
-    ingest::{events::event_connection, live::LiveBus, live::LiveEvent},
+    ingest::events::event_connection,
+    realtime::live::{LiveBus, LiveEvent, ViolationState},
     storage::cached::CachedQuery,
 };
 
@@ -105,7 +106,7 @@ async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, String> {
                 )
                 .await
                 .map_err(|e| e.to_string())?,
-            "opened",
+            ViolationState::Opened,
             since,
             distance_m,
         ),
@@ -119,7 +120,7 @@ async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, String> {
                 )
                 .await
                 .map_err(|e| e.to_string())?,
-            "closed",
+            ViolationState::Closed,
             at,
             0.0,
         ),

@@ -319,24 +319,9 @@ pub fn process_stats(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
-/// Raises the open-files limit to its hard maximum (thousands of sockets).
-pub fn raise_fd_limit() {
-    // SAFETY: plain getrlimit/setrlimit on this process.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
 /// Runs the load and returns the report. `server_pid` lets it read the server's CPU and RSS.
 pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>) -> Report {
-    raise_fd_limit();
+    crate::os::raise_fd_limit();
     let shared = Arc::new(Shared {
         total: Mutex::new(histogram()),
         interval: Mutex::new(histogram()),
@@ -580,7 +565,7 @@ impl Walk {
         self.lat += metres * self.heading.cos() / 111_320.0;
         self.lon += metres * self.heading.sin() / 111_320.0;
         // Drift back towards the site when far out (a patrol, not a walk-off).
-        if crate::ingest::session::metres(self.lat, self.lon, self.home.0, self.home.1) > 450.0 {
+        if crate::domain::geo::metres(self.lat, self.lon, self.home.0, self.home.1) > 450.0 {
             self.heading += std::f64::consts::PI;
         }
         (self.lat, self.lon)

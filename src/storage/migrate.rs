@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use crate::storage::row::{ColumnError, RowExt};
+
 include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
 /// Key of the session-level advisory lock held while migrating ("bahinlink" in ASCII).
@@ -80,6 +82,8 @@ pub enum MigrateError {
     },
     #[error("no migration with version {0} is known to this binary")]
     UnknownTarget(i64),
+    #[error("unreadable migration bookkeeping: {0}")]
+    Column(#[from] ColumnError),
 }
 
 /// Every migration compiled into this binary, in version order.
@@ -119,11 +123,14 @@ async fn ensure_bookkeeping(client: &Client) -> Result<(), tokio_postgres::Error
 
 async fn recorded(
     client: &Client,
-) -> Result<Vec<(i64, String, String, DateTime<Utc>)>, tokio_postgres::Error> {
+) -> Result<Vec<(i64, String, String, DateTime<Utc>)>, MigrateError> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('_schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('_schema_migrations') IS NOT NULL AS present",
+            &[],
+        )
         .await?
-        .get(0);
+        .col("present")?;
     if !exists {
         return Ok(Vec::new());
     }
@@ -133,10 +140,16 @@ async fn recorded(
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-        .collect())
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.col("version")?,
+                r.col("name")?,
+                r.col("checksum")?,
+                r.col("applied_at")?,
+            ))
+        })
+        .collect()
 }
 
 /// The state of every migration, known to the binary or recorded in the database.

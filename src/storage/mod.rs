@@ -5,4 +5,5 @@ pub mod embedded;
 pub mod listen;
 pub mod migrate;
 pub mod pool;
+pub mod row;
 pub mod tls;

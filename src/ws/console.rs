@@ -21,11 +21,15 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    api::{auth::authenticate_session, error::ApiError},
+    api::error::ApiError,
+    auth::{
+        bearer::token_of,
+        session::{authenticate_session, SessionError},
+    },
     dispatch::{actor::Snapshot, live_state::AgentLive},
     domain::enums::UserRole,
-    ingest::live::{LiveEvent, PositionUpdate},
-    startup::AppState,
+    realtime::live::{LiveEvent, PositionUpdate, ViolationState},
+    state::AppState,
     ws::outflow::Outflow,
 };
 
@@ -174,7 +178,7 @@ impl ConsoleSocket {
                         act.allowed = Some(act.state.geofences.snapshot().sites_of_client(client));
                     }
                 }
-                Err(ApiError::Unauthorized(reason)) => {
+                Err(reason @ (SessionError::Invalid | SessionError::DeviceToken)) => {
                     close(
                         ctx,
                         ws::CloseCode::Other(CLOSE_SESSION_ENDED),
@@ -262,7 +266,7 @@ impl ConsoleSocket {
             let key = match &e {
                 LiveEvent::Violation {
                     violation_id: Some(id),
-                    state: "opened",
+                    state: ViolationState::Opened,
                     ..
                 } => Some(("violation", *id)),
                 LiveEvent::Emergency { emergency_id, .. } => Some(("emergency", *emergency_id)),
@@ -498,23 +502,11 @@ pub async fn console_ws(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let from_header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
-    let from_query = web::Query::<HashMap<String, String>>::from_query(req.query_string())
-        .ok()
-        .and_then(|q| q.get("token").cloned());
-    let token = from_header
-        .or(from_query)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "a user token is required: Authorization: Bearer <token> or ?token=".into(),
-            )
-        })?;
+    let token = token_of(&req).ok_or_else(|| {
+        ApiError::Unauthorized(
+            "a user token is required: Authorization: Bearer <token> or ?token=".into(),
+        )
+    })?;
     let caller = authenticate_session(&state.pool, &token).await?;
     let allowed = match caller.role {
         UserRole::Admin | UserRole::Supervisor => None,

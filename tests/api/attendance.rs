@@ -386,7 +386,7 @@ async fn patrol_scans_are_stored_with_their_validation() {
     assert!(
         matches!(
             published,
-            bahinlink::ingest::live::LiveEvent::CheckpointScan { valid: true, .. }
+            bahinlink::realtime::live::LiveEvent::CheckpointScan { valid: true, .. }
         ),
         "{published:?}"
     );

@@ -181,7 +181,7 @@ pub struct TestApp {
     /// HTTP client.
     pub http: awc::Client,
     /// The app's shared state (geofence index, revocation channel...).
-    pub state: actix_web::web::Data<bahinlink::startup::AppState>,
+    pub state: actix_web::web::Data<bahinlink::state::AppState>,
     /// Stops the server when the test ends.
     handle: actix_web::dev::ServerHandle,
 }

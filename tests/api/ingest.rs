@@ -315,7 +315,7 @@ async fn a_silent_connection_is_closed_and_forgotten() {
     let connected = app
         .state
         .hub
-        .send(bahinlink::ingest::hub::ConnectedAgents)
+        .send(bahinlink::realtime::hub::ConnectedAgents)
         .await
         .unwrap();
     assert_eq!(connected, vec![f.agent]);
@@ -326,7 +326,7 @@ async fn a_silent_connection_is_closed_and_forgotten() {
         if app
             .state
             .hub
-            .send(bahinlink::ingest::hub::ConnectedAgents)
+            .send(bahinlink::realtime::hub::ConnectedAgents)
             .await
             .unwrap()
             .is_empty()
@@ -363,7 +363,7 @@ async fn panic_is_stored_acked_and_published() {
     assert_eq!(row.get::<_, Option<uuid::Uuid>>(3), Some(f.site));
     let event = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if let bahinlink::ingest::live::LiveEvent::Panic { agent_id, note, .. } =
+            if let bahinlink::realtime::live::LiveEvent::Panic { agent_id, note, .. } =
                 live.recv().await.unwrap()
             {
                 return (agent_id, note);

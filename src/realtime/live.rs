@@ -6,6 +6,35 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::domain::{checkpoint::ScanResult, enums::AttendanceStatus};
+pub use crate::geofence::watch::FenceEvent;
+
+/// A violation's change, as consoles see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViolationState {
+    /// The agent has been outside the fence past the dwell rules.
+    Opened,
+    /// The agent is back inside.
+    Closed,
+}
+
+/// A step of an emergency's dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchStep {
+    /// An agent was asked to go.
+    Proposed,
+    /// The agent said yes.
+    Accepted,
+    /// The agent said no: the next nearest is asked.
+    Declined,
+    /// The agent did not answer in time: the next nearest is asked.
+    TimedOut,
+    /// Nobody (more) could be sent.
+    Unfilled,
+}
+
 /// Something that happened in the field.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -14,7 +43,7 @@ pub enum LiveEvent {
     Geofence {
         agent_id: Uuid,
         site_id: Uuid,
-        event: &'static str,
+        event: FenceEvent,
         at: DateTime<Utc>,
         distance_m: f64,
     },
@@ -24,7 +53,7 @@ pub enum LiveEvent {
         agent_id: Uuid,
         site_id: Uuid,
         shift_id: Option<Uuid>,
-        state: &'static str,
+        state: ViolationState,
         at: DateTime<Utc>,
         distance_m: f64,
     },
@@ -34,7 +63,7 @@ pub enum LiveEvent {
         shift_id: Uuid,
         site_id: Uuid,
         attendance_id: Uuid,
-        status: &'static str,
+        status: AttendanceStatus,
         verified: bool,
         at: DateTime<Utc>,
     },
@@ -44,7 +73,7 @@ pub enum LiveEvent {
         site_id: Option<Uuid>,
         checkpoint_id: Option<Uuid>,
         valid: bool,
-        result: &'static str,
+        result: ScanResult,
         at: DateTime<Utc>,
     },
     /// A panic alarm from a device.
@@ -88,7 +117,7 @@ pub enum LiveEvent {
         emergency_id: Uuid,
         agent_id: Option<Uuid>,
         site_id: Option<Uuid>,
-        step: &'static str,
+        step: DispatchStep,
         distance_m: Option<f64>,
         at: DateTime<Utc>,
     },

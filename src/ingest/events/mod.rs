@@ -1,0 +1,184 @@
+//! Device events other than positions: clock-in/out, breaks, checkpoint scans, panics and
+//! dispatch replies. Each runs in one transaction that also writes the event's ledger row
+//! in `location_tracking`, so it is stored once however often it is resent; a resent event
+//! gets the same answer again. These are rare next to positions and may wait on the
+//! database; the session processes them one at a time, in order.
+
+//!
+//! - `ledger`: the `location_tracking` row every event writes, and the answer to a resend;
+//! - `proof`: a clock event's proof of presence (fence, QR, NFC) and its audit row;
+//! - `attendance`: clock-in, clock-out and breaks;
+//! - `scans`: patrol checkpoint scans;
+//! - `alarms`: panics (placed and handed to the dispatcher) and dispatch replies.
+
+mod alarms;
+mod attendance;
+mod ledger;
+mod proof;
+mod scans;
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use uuid::Uuid;
+
+use ledger::{insert_ledger, replay};
+pub use proof::record_refused_clock;
+
+use crate::{
+    configuration::IngestSettings,
+    domain::enums::CheckpointType,
+    geofence::GeofenceIndex,
+    ingest::{
+        frames::{RejectCode, Rejection, ServerFrame},
+        protocol::{DeviceEvent, EventKind},
+        session::{Duty, LastFix},
+    },
+    realtime::live::LiveEvent,
+    storage::cached::CachedQuery,
+};
+
+/// What an event needs to know about its session.
+#[derive(Clone)]
+pub struct EventCtx {
+    pub pool: Pool,
+    pub limits: Arc<IngestSettings>,
+    pub fences: Arc<GeofenceIndex>,
+    pub agent_id: Uuid,
+    pub device_id: Uuid,
+    pub duty: Option<Duty>,
+    /// The session's last trusted fix (a panic without a fix falls back on it).
+    pub last_fix: Option<LastFix>,
+}
+
+/// The result of a stored (or already stored) event.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Frames for the device besides the ack.
+    pub frames: Vec<ServerFrame<'static>>,
+    /// The session's new duty, when it changed.
+    pub duty: Option<Option<Duty>>,
+    /// Events for consoles and the dispatcher.
+    pub live: Vec<LiveEvent>,
+}
+
+/// Why an event was not stored.
+#[derive(Debug)]
+pub enum Failure {
+    /// The event is wrong: error frame, not acked.
+    Rejected(Rejection),
+    /// The database failed: not acked; the device resends it later.
+    Storage(StorageError),
+}
+
+/// The database side of a device event failed; the event is not acked.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No pooled connection within `EVENT_POOL_WAIT`.
+    #[error("database unavailable: {0}")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    /// A statement or the commit failed.
+    #[error("database: {0}")]
+    Query(#[source] tokio_postgres::Error),
+    /// A row did not read as expected.
+    #[error(transparent)]
+    Column(#[from] crate::storage::row::ColumnError),
+    /// A position reached the event path (they go through the writer): a bug.
+    #[error("positions go through the writer, not the event path")]
+    Misrouted,
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::Storage(StorageError::Query(e))
+    }
+}
+
+impl From<crate::storage::row::ColumnError> for Failure {
+    fn from(e: crate::storage::row::ColumnError) -> Self {
+        Failure::Storage(StorageError::Column(e))
+    }
+}
+
+fn reject(ev: &DeviceEvent, code: RejectCode, message: impl Into<String>) -> Failure {
+    Failure::Rejected(Rejection::new(Some(ev.seq), code, message))
+}
+
+/// Shift and site the ledger row is filed under.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Ledger {
+    pub(super) shift_id: Option<Uuid>,
+    pub(super) site_id: Option<Uuid>,
+}
+
+/// How long a device event waits for a pool connection before it is refused as
+/// `storage_unavailable`.
+const EVENT_POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A pooled connection for device-event work, waiting up to `EVENT_POOL_WAIT` for one.
+pub(crate) async fn event_connection(
+    pool: &Pool,
+) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+    let timeouts = deadpool_postgres::Timeouts {
+        wait: Some(EVENT_POOL_WAIT),
+        ..pool.timeouts()
+    };
+    pool.timeout_get(&timeouts).await
+}
+
+/// Processes one non-position event.
+pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failure> {
+    // A busy pool (a shift change: thousands of clock-ins in a few seconds) is not an outage:
+    // the event waits its turn longer than a REST request would, and the device's later
+    // events queue behind it. Only a pool that stays exhausted this long fails the event.
+    let mut client = event_connection(&ctx.pool)
+        .await
+        .map_err(|e| Failure::Storage(StorageError::Pool(e)))?;
+    let seq = ev.seq as i64;
+    let seen = client
+        .q_opt(
+            "SELECT 1 FROM location_tracking WHERE agent_id = $1 AND seq = $2",
+            &[&ctx.agent_id, &seq],
+        )
+        .await?;
+    if seen.is_some() {
+        return replay(&client, ctx, ev).await;
+    }
+    let tx = client.transaction().await?;
+    let result = match &ev.kind {
+        EventKind::ClockIn { shift_id, proof } => {
+            attendance::clock_in(&tx, ctx, ev, *shift_id, proof).await
+        }
+        EventKind::ClockOut { shift_id, proof } => {
+            attendance::clock_out(&tx, ctx, ev, *shift_id, proof).await
+        }
+        EventKind::BreakStart | EventKind::BreakEnd => attendance::breaks(&tx, ctx, ev).await,
+        EventKind::QrScan { code } => scans::scan(&tx, ctx, ev, CheckpointType::QrCode, code).await,
+        EventKind::NfcScan { tag_uid } => {
+            scans::scan(&tx, ctx, ev, CheckpointType::NfcTag, tag_uid).await
+        }
+        EventKind::Panic { note } => alarms::panic_alarm(&tx, ctx, ev, note.as_deref()).await,
+        EventKind::DispatchReply {
+            emergency_id,
+            accept,
+        } => alarms::dispatch_reply(&tx, ctx, ev, *emergency_id, *accept).await,
+        EventKind::Position(_) => Err(Failure::Storage(StorageError::Misrouted)),
+    };
+    match result {
+        Ok((outcome, ledger)) => {
+            let stored = insert_ledger(&tx, ctx, ev, ledger).await?;
+            if !stored {
+                // The same event, committed meanwhile by another connection of this agent.
+                drop(tx);
+                return replay(&client, ctx, ev).await;
+            }
+            tx.commit().await?;
+            Ok(outcome)
+        }
+        Err(Failure::Rejected(r)) => {
+            drop(tx);
+            Err(Failure::Rejected(r))
+        }
+        Err(e) => Err(e),
+    }
+}

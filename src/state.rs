@@ -1,0 +1,53 @@
+//! The state every handler and actor shares. Its own module so that the HTTP and WebSocket
+//! edges (`api`, `ws`) can name it while `startup`, which builds it and registers every
+//! route, sits above them: no import cycle between the edges and the assembly.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::configuration::Settings;
+
+/// State shared by every handler and actor.
+pub struct AppState {
+    /// The PostgreSQL pool.
+    pub pool: Pool,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// The settings the application was built with.
+    pub settings: Arc<Settings>,
+    /// argon2 hash verified against when a login names an unknown email (equal timing).
+    pub decoy_hash: std::sync::OnceLock<String>,
+    /// Login throttling, lockouts and the bound on concurrent password hashes.
+    pub login_throttle: crate::auth::throttle::LoginThrottle,
+    /// Every active site's geofence, for lock-free lookups on the event path.
+    pub geofences: Arc<crate::geofence::GeofenceIndex>,
+    /// The batching writer of positions.
+    pub writer: crate::ingest::writer::WriterHandle,
+    /// Restores connecting sessions' state in batches.
+    pub(crate) restorer: actix::Addr<crate::ingest::restore::SessionRestorer>,
+    /// The registry of connected agents.
+    pub hub: actix::Addr<crate::realtime::hub::AgentHub>,
+    /// Field events for the dispatcher and consoles.
+    pub live: crate::realtime::live::LiveBus,
+    /// Coalesced positions of on-duty agents, for consoles.
+    pub positions: tokio::sync::broadcast::Sender<crate::realtime::live::PositionUpdate>,
+    /// The dispatcher actor.
+    pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
+    /// Writes geofence violations, retrying each until it is committed.
+    pub violations: crate::ingest::violations::ViolationWriter,
+    /// Announces revoked device tokens (api_keys.id) so that live connections using them
+    /// are closed at once.
+    pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,
+}
+
+impl AppState {
+    /// Publishes a site's new (or removed) geofence to the running daemon. Called after the
+    /// change is committed; a failure is logged and leaves the previous fence in place.
+    pub async fn geofences_changed(&self, site_id: uuid::Uuid) {
+        if let Err(e) = self.geofences.reload_site(&self.pool, site_id).await {
+            tracing::error!(%site_id, error = %e, "geofence index not updated");
+        }
+    }
+}
