@@ -1,8 +1,18 @@
 //! BahinLink Dispatch: realtime tracking and dispatch of security guards.
 //!
-//! Data flow, one module per part: `api` (HTTP surface), `storage` (PostgreSQL, embedded
-//! cluster, migrations); `configuration`, `telemetry` and `observability` serve them all;
-//! `startup` assembles the application and `cli` drives it.
+//! One module per stage of the data flow (docs/architecture.md has the map and the way of
+//! one event from the socket to the ack):
+//! - edges: `ws` (agent and console WebSockets), `api` (REST); `startup` registers every
+//!   route and builds the shared `state`; `cli` drives it all;
+//! - the realtime core: `ingest` (device events to committed rows), `dispatch` (the live
+//!   picture, assignment, emergencies), `realtime` (the hub and the live bus they share),
+//!   `geofence` (the fence index and the dwell rules), `changes` (the database's change
+//!   feed applied to the caches);
+//! - below them: `domain` (parsed types), `auth` (credentials), `storage` (PostgreSQL),
+//!   `configuration`, `telemetry`, `observability`, `os`;
+//! - `loadgen`: the load generator the benchmark and `bahinlink loadgen` drive.
+//!
+//! `layering` (tests only) fails when an import breaks this map.
 
 pub mod api;
 pub mod auth;
@@ -13,6 +23,8 @@ pub mod dispatch;
 pub mod domain;
 pub mod geofence;
 pub mod ingest;
+#[cfg(test)]
+mod layering;
 pub mod loadgen;
 pub mod observability;
 pub mod os;

@@ -13,6 +13,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::{require_changes, Table},
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, from_json, Page, SqlBuilder},
@@ -26,6 +27,9 @@ use crate::{
     state::AppState,
     storage::row::RowExt,
 };
+
+/// The `agents` table as a resource (its rows join their user's).
+const AGENTS: Table = Table::named("agents", "agent");
 
 /// An agent: its user's identity and its employment record.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -375,6 +379,30 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(from_json::<Agent>(row.col("doc")?)?))
 }
 
+/// An agent as its JSON document, with its user id, joined to its user.
+fn agent_select() -> String {
+    format!("SELECT {AGENT_JSON} AS doc, a.user_id FROM agents a JOIN users u ON u.id = a.user_id")
+}
+
+/// Locks a live agent and its user until the transaction ends: the agent as JSON and the
+/// user's id (404 when the agent is absent or deleted).
+async fn lock_agent(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: Uuid,
+) -> Result<(Value, Uuid), ApiError> {
+    let row = tx
+        .query_opt(
+            &format!(
+                "{} WHERE a.id = $1 AND a.deleted_at IS NULL FOR UPDATE OF a, u",
+                agent_select()
+            ),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("agent", id))?;
+    Ok((row.col("doc")?, row.col("user_id")?))
+}
+
 /// Changes an agent (ADMIN, SUPERVISOR).
 #[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", request_body = UpdateAgent, security(("bearer" = [])),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -445,21 +473,12 @@ pub async fn update(
     if let Some(v) = &b.barred_client_ids {
         set.push("barred_client_ids = {}", v.clone());
     }
-    if set.parts.is_empty() && user_set.parts.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_update",
-            message: "no field to change".into(),
-            field: None,
-        });
+    if set.parts.is_empty() {
+        require_changes(&user_set)?;
     }
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let select = format!("SELECT {AGENT_JSON} AS doc, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL");
-    let row = tx
-        .query_opt(&format!("{select} FOR UPDATE OF a, u"), &[&id])
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("agent", id))?;
-    let (before, user_id): (Value, Uuid) = (row.col("doc")?, row.col("user_id")?);
+    let (before, user_id) = lock_agent(&tx, id).await?;
     if !set.parts.is_empty() {
         let idp = set.param(id);
         tx.execute(
@@ -479,17 +498,13 @@ pub async fn update(
         )
         .await?;
     }
-    let after: Value = tx.query_one(&select, &[&id]).await?.col("doc")?;
-    audit::record(
-        &tx,
-        &caller,
-        "agent.update",
-        "agent",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let after: Value = tx
+        .query_one(&format!("{} WHERE a.id = $1", agent_select()), &[&id])
+        .await?
+        .col("doc")?;
+    AGENTS
+        .audit(&tx, &caller, "update", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(from_json::<Agent>(after)?))
 }
@@ -506,14 +521,7 @@ pub async fn delete(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            &format!("SELECT {AGENT_JSON} AS doc, a.user_id FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1 AND a.deleted_at IS NULL FOR UPDATE OF a, u"),
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("agent", id))?;
-    let (before, user_id): (Value, Uuid) = (row.col("doc")?, row.col("user_id")?);
+    let (before, user_id) = lock_agent(&tx, id).await?;
     tx.execute(
         "UPDATE agents SET deleted_at = now(), employment_status = 'TERMINATED' WHERE id = $1",
         &[&id],
@@ -534,16 +542,9 @@ pub async fn delete(
             revoked_devices.push(r.col("id")?);
         }
     }
-    audit::record(
-        &tx,
-        &caller,
-        "agent.delete",
-        "agent",
-        id,
-        Some(&before),
-        None,
-    )
-    .await?;
+    AGENTS
+        .audit(&tx, &caller, "delete", id, Some(&before), None)
+        .await?;
     tx.commit().await?;
     for device in revoked_devices {
         let _ = state.device_revocations.send(device);

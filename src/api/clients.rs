@@ -12,6 +12,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::{require_changes, Table},
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
@@ -21,6 +22,9 @@ use crate::{
     state::AppState,
     storage::row::RowExt,
 };
+
+/// The `clients` table as a resource.
+const CLIENTS: Table = Table::named("clients", "client");
 
 /// A client company.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -323,43 +327,18 @@ pub async fn update(
     if let Some(v) = &b.metadata {
         set.push("metadata = {}", validate::object("metadata", v)?);
     }
-    if set.parts.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_update",
-            message: "no field to change".into(),
-            field: None,
-        });
-    }
+    require_changes(&set)?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(c) AS doc FROM clients c WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("client", id))?
-        .col("doc")?;
-    let idp = set.param(id);
-    let sql = format!(
-        "UPDATE clients AS c SET {} WHERE id = {idp} RETURNING to_jsonb(c) AS doc",
-        set.set_clause()
-    );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
+    let before = CLIENTS.lock(&tx, id).await?;
+    let after = CLIENTS.update(&tx, id, set).await?;
     let out: Client = from_json(after.clone())?;
     if let (Some(s), Some(e)) = (out.contract_start_date, out.contract_end_date) {
         validate::ordered("contract_start_date", s, "contract_end_date", e)?;
     }
-    audit::record(
-        &tx,
-        &caller,
-        "client.update",
-        "client",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    CLIENTS
+        .audit(&tx, &caller, "update", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(out))
 }
@@ -376,27 +355,12 @@ pub async fn delete(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            "UPDATE clients AS c SET deleted_at = now(), status = 'INACTIVE'
-             FROM (SELECT to_jsonb(x) AS j FROM clients x WHERE x.id = $1) AS old
-             WHERE c.id = $1 AND c.deleted_at IS NULL
-             RETURNING old.j, to_jsonb(c) AS doc",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("client", id))?;
-    let (before, after): (Value, Value) = (row.col("j")?, row.col("doc")?);
-    audit::record(
-        &tx,
-        &caller,
-        "client.delete",
-        "client",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let (before, after) = CLIENTS
+        .soft_delete(&tx, id, ", status = 'INACTIVE'")
+        .await?;
+    CLIENTS
+        .audit(&tx, &caller, "delete", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod checkpoints;
 pub mod clients;
+pub(crate) mod crud;
 pub mod device_tokens;
 pub mod dispatch;
 pub mod error;

@@ -19,14 +19,7 @@ pub async fn healthz() -> HttpResponse {
 /// Ready to serve: the database answers and every migration is applied. Else 503 and why.
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if let Some((since, reason)) = state
-        .writer
-        .health
-        .failing
-        .lock()
-        .expect("writer health lock")
-        .clone()
-    {
+    if let Some((since, reason)) = state.writer.health.failing() {
         let reason = format!(
             "event writer failing for {:.0} s: {reason}",
             since.elapsed().as_secs_f64()

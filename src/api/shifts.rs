@@ -13,6 +13,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::Table,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
@@ -22,6 +23,9 @@ use crate::{
     state::AppState,
     storage::row::RowExt,
 };
+
+/// The `shifts` table as a resource.
+const SHIFTS: Table = Table::named("shifts", "shift");
 
 /// Longest shift accepted.
 const MAX_SHIFT: Duration = Duration::hours(24);
@@ -318,14 +322,7 @@ pub async fn update(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(s) AS doc FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("shift", id))?
-        .col("doc")?;
+    let before = SHIFTS.lock(&tx, id).await?;
     let current: Shift = from_json(before.clone())?;
     let mut set = SqlBuilder::default();
     if b.start_time.is_some() || b.end_time.is_some() {
@@ -390,34 +387,15 @@ pub async fn update(
         }
         set.push("agent_id = {}", agent);
     }
-    if set.parts.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_update",
-            message: "no field to change".into(),
-            field: None,
-        });
-    }
-    let idp = set.param(id);
-    let sql = format!(
-        "UPDATE shifts AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s) AS doc",
-        set.set_clause()
-    );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
+    let after = SHIFTS.update(&tx, id, set).await?;
     if let Some(Some(agent_id)) = b.agent_id {
         if current.agent_id != Some(agent_id) {
             record_manual_assignment(&tx, &caller, id, agent_id).await?;
         }
     }
-    audit::record(
-        &tx,
-        &caller,
-        "shift.update",
-        "shift",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    SHIFTS
+        .audit(&tx, &caller, "update", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(from_json::<Shift>(after)?))
 }
@@ -435,14 +413,7 @@ pub async fn delete(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(s) AS doc FROM shifts s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("shift", id))?
-        .col("doc")?;
+    let before = SHIFTS.lock(&tx, id).await?;
     let current: Shift = from_json(before.clone())?;
     if current.status == ShiftStatus::InProgress {
         return Err(ApiError::Conflict {
@@ -450,23 +421,10 @@ pub async fn delete(
             message: "a shift in progress cannot be deleted; complete or cancel it first".into(),
         });
     }
-    let after: Value = tx
-        .query_one(
-            "UPDATE shifts AS s SET deleted_at = now() WHERE id = $1 RETURNING to_jsonb(s) AS doc",
-            &[&id],
-        )
-        .await?
-        .col("doc")?;
-    audit::record(
-        &tx,
-        &caller,
-        "shift.delete",
-        "shift",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let (_, after) = SHIFTS.soft_delete(&tx, id, "").await?;
+    SHIFTS
+        .audit(&tx, &caller, "delete", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

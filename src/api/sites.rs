@@ -12,6 +12,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::{require_changes, Table},
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
@@ -24,6 +25,9 @@ use crate::{
     state::AppState,
     storage::row::RowExt,
 };
+
+/// The `sites` table as a resource.
+const SITES: Table = Table::named("sites", "site");
 
 /// A site.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -352,37 +356,12 @@ pub async fn update(
         set.push("radius_m = {}::float8", circle.map(|c| c.2));
         set.raw("geofence_version = geofence_version + 1");
     }
-    if set.parts.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_update",
-            message: "no field to change".into(),
-            field: None,
-        });
-    }
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(s) AS doc FROM sites s WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("site", id))?
-        .col("doc")?;
-    let idp = set.param(id);
-    let sql = format!(
-        "UPDATE sites AS s SET {} WHERE id = {idp} RETURNING to_jsonb(s) AS doc",
-        set.set_clause()
-    );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
-    audit::record(
-        &tx,
-        &caller,
-        "site.update",
-        "site",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    require_changes(&set)?;
+    let before = SITES.lock(&tx, id).await?;
+    let after = SITES.update(&tx, id, set).await?;
+    SITES
+        .audit(&tx, &caller, "update", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     state.geofences_changed(id).await;
     Ok(HttpResponse::Ok().json(from_json::<Site>(after)?))
@@ -400,27 +379,10 @@ pub async fn delete(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            "UPDATE sites AS s SET deleted_at = now(), status = 'INACTIVE'
-             FROM (SELECT to_jsonb(x) AS j FROM sites x WHERE x.id = $1) AS old
-             WHERE s.id = $1 AND s.deleted_at IS NULL
-             RETURNING old.j, to_jsonb(s) AS doc",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("site", id))?;
-    let (before, after): (Value, Value) = (row.col("j")?, row.col("doc")?);
-    audit::record(
-        &tx,
-        &caller,
-        "site.delete",
-        "site",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let (before, after) = SITES.soft_delete(&tx, id, ", status = 'INACTIVE'").await?;
+    SITES
+        .audit(&tx, &caller, "delete", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     state.geofences_changed(id).await;
     Ok(HttpResponse::NoContent().finish())

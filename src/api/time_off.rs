@@ -12,6 +12,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::Table,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{fetch_one, fetch_page, from_json, Page, SqlBuilder},
@@ -20,6 +21,14 @@ use crate::{
     domain::enums::{TimeOffStatus, TimeOffType, UserRole},
     state::AppState,
     storage::row::RowExt,
+};
+
+/// The `time_off_requests` table as a resource.
+const TIME_OFF: Table = Table {
+    name: "time_off_requests",
+    noun: "time-off request",
+    entity_type: "time_off_request",
+    action: "time_off",
 };
 
 /// A time-off request.
@@ -255,17 +264,10 @@ async fn transition(
         )
         .await?
         .col("doc")?;
-    let action = format!("time_off.{}", next.label().to_lowercase());
-    audit::record(
-        &tx,
-        caller,
-        &action,
-        "time_off_request",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let verb = next.label().to_lowercase();
+    TIME_OFF
+        .audit(&tx, caller, &verb, id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Ok().json(from_json::<TimeOffRequest>(after)?))
 }
@@ -343,26 +345,10 @@ pub async fn delete(
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            "UPDATE time_off_requests AS t SET deleted_at = now()
-             FROM (SELECT to_jsonb(x) AS j FROM time_off_requests x WHERE x.id = $1) AS old
-             WHERE t.id = $1 AND t.deleted_at IS NULL
-             RETURNING old.j",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("time-off request", id))?;
-    audit::record(
-        &tx,
-        &caller,
-        "time_off.delete",
-        "time_off_request",
-        id,
-        Some(&row.col::<Value>("j")?),
-        None,
-    )
-    .await?;
+    let (before, _) = TIME_OFF.soft_delete(&tx, id, "").await?;
+    TIME_OFF
+        .audit(&tx, &caller, "delete", id, Some(&before), None)
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }

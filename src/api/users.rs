@@ -12,6 +12,7 @@ use crate::{
     api::{
         audit,
         auth::Caller,
+        crud::Table,
         error::{ApiError, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, from_json, Page, SqlBuilder},
@@ -22,6 +23,9 @@ use crate::{
     state::AppState,
     storage::row::RowExt,
 };
+
+/// The `users` table as a resource.
+const USERS: Table = Table::named("users", "user");
 
 /// A user (never its password hash).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -280,14 +284,7 @@ pub async fn update(
     };
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(u) AS doc FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("user", id))?
-        .col("doc")?;
+    let before = USERS.lock(&tx, id).await?;
     let current: User = from_json(before.clone())?;
     if !may_manage(&caller, current.role) || b.role.is_some_and(|r| !may_manage(&caller, r)) {
         return Err(ApiError::forbidden(
@@ -343,33 +340,14 @@ pub async fn update(
             );
         }
     }
-    if set.parts.is_empty() {
-        return Err(ApiError::BadRequest {
-            code: "empty_update",
-            message: "no field to change".into(),
-            field: None,
-        });
-    }
-    let idp = set.param(id);
-    let sql = format!(
-        "UPDATE users AS u SET {} WHERE id = {idp} RETURNING to_jsonb(u) AS doc",
-        set.set_clause()
-    );
-    let after: Value = tx.query_one(&sql, &set.refs()).await?.col("doc")?;
+    let after = USERS.update(&tx, id, set).await?;
     let disabled = b.status.is_some_and(|s| s != UserStatus::Active);
     if new_hash.is_some() || disabled {
         end_access(&tx, id, disabled).await?;
     }
-    audit::record(
-        &tx,
-        &caller,
-        "user.update",
-        "user",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    USERS
+        .audit(&tx, &caller, "update", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     if disabled {
         announce_device_revocations(&state, id).await;
@@ -437,41 +415,21 @@ pub async fn delete(
     }
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before: Value = tx
-        .query_opt(
-            "SELECT to_jsonb(u) AS doc FROM users u WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-            &[&id],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found_id("user", id))?
-        .col("doc")?;
+    let before = USERS.lock(&tx, id).await?;
     let current: User = from_json(before.clone())?;
     if !may_manage(&caller, current.role) {
         return Err(ApiError::forbidden("delete this user"));
     }
-    let after: Value = tx
-        .query_one(
-            "UPDATE users AS u SET deleted_at = now(), status = 'INACTIVE' WHERE id = $1 RETURNING to_jsonb(u) AS doc",
-            &[&id],
-        )
-        .await?
-        .col("doc")?;
+    let (_, after) = USERS.soft_delete(&tx, id, ", status = 'INACTIVE'").await?;
     tx.execute(
         "UPDATE agents SET deleted_at = now() WHERE user_id = $1 AND deleted_at IS NULL",
         &[&id],
     )
     .await?;
     end_access(&tx, id, true).await?;
-    audit::record(
-        &tx,
-        &caller,
-        "user.delete",
-        "user",
-        id,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    USERS
+        .audit(&tx, &caller, "delete", id, Some(&before), Some(&after))
+        .await?;
     tx.commit().await?;
     announce_device_revocations(&state, id).await;
     Ok(HttpResponse::NoContent().finish())

@@ -75,6 +75,13 @@ pub struct WriterHealth {
     pub failing: Mutex<Option<(Instant, String)>>,
 }
 
+impl WriterHealth {
+    /// Since when and why batches have been failing, if they are (for `/readyz`).
+    pub fn failing(&self) -> Option<(Instant, String)> {
+        lock_failing(self).clone()
+    }
+}
+
 /// What sessions hold: the actor's address, the permits and the health view.
 #[derive(Clone)]
 pub struct WriterHandle {
@@ -245,6 +252,51 @@ impl Handler<FlushNow> for EventWriter {
     }
 }
 
+/// Why a batch did not commit (it is retried until it does).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No connection to write with.
+    #[error("database unavailable: {0}")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    /// The COPY or its transaction failed.
+    #[error("{}", describe(.0))]
+    Copy(#[source] tokio_postgres::Error),
+}
+
+/// A database error as operators read it: SQLSTATE and message when the server sent one.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// How a batch was written (the `path` label of `writer_rows_committed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WritePath {
+    /// Straight COPY into the table.
+    Copy,
+    /// A resend collided: COPY into a staging table, then insert what is new.
+    Dedup,
+}
+
+impl WritePath {
+    fn label(self) -> &'static str {
+        match self {
+            WritePath::Copy => "copy",
+            WritePath::Dedup => "dedup",
+        }
+    }
+}
+
+/// The health view, usable even if a thread panicked while holding it (it holds plain data).
+fn lock_failing(health: &WriterHealth) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+    health
+        .failing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Writes one batch, retrying (with backoff, up to 5 s apart) until it commits; returns the
 /// connection that committed it, for the next batch.
 async fn write_until_committed(
@@ -259,10 +311,7 @@ async fn write_until_committed(
         let started = Instant::now();
         let client = match conn.take().filter(|c| !c.is_closed()) {
             Some(client) => Ok(client),
-            None => pool
-                .get()
-                .await
-                .map_err(|e| format!("database unavailable: {e}")),
+            None => pool.get().await.map_err(WriteError::Pool),
         };
         let error = match client {
             Ok(mut client) => match write_batch(&mut client, &rows).await {
@@ -281,12 +330,12 @@ async fn write_until_committed(
         };
         metrics::counter!("writer_batch_failures_total").increment(1);
         {
-            let mut failing = health.failing.lock().expect("writer health lock");
+            let mut failing = lock_failing(health);
             if failing.is_none() {
                 tracing::error!(error = %error, rows = rows.len(), "event writer cannot commit; retrying");
-                *failing = Some((Instant::now(), error));
+                *failing = Some((Instant::now(), error.to_string()));
             } else if let Some((_, reason)) = failing.as_mut() {
-                *reason = error;
+                *reason = error.to_string();
             }
         }
         tokio::time::sleep(backoff).await;
@@ -295,11 +344,11 @@ async fn write_until_committed(
 }
 
 /// Records a committed batch (and the end of an outage).
-fn committed(health: &WriterHealth, path: &'static str, rows: usize, started: Instant) {
+fn committed(health: &WriterHealth, path: WritePath, rows: usize, started: Instant) {
     metrics::histogram!("writer_commit_seconds").record(started.elapsed().as_secs_f64());
     metrics::histogram!("writer_batch_rows").record(rows as f64);
-    metrics::counter!("writer_rows_committed_total", "path" => path).increment(rows as u64);
-    let mut failing = health.failing.lock().expect("writer health lock");
+    metrics::counter!("writer_rows_committed_total", "path" => path.label()).increment(rows as u64);
+    let mut failing = lock_failing(health);
     if let Some((since, _)) = failing.take() {
         tracing::info!(
             outage_s = since.elapsed().as_secs_f64(),
@@ -312,19 +361,16 @@ fn committed(health: &WriterHealth, path: &'static str, rows: usize, started: In
 async fn write_batch(
     client: &mut deadpool_postgres::Object,
     rows: &[&PositionRow],
-) -> Result<&'static str, String> {
+) -> Result<WritePath, WriteError> {
     match copy_rows(client, rows, false).await {
-        Ok(()) => Ok("copy"),
+        Ok(()) => Ok(WritePath::Copy),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             copy_rows(client, rows, true)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok("dedup")
+                .map_err(WriteError::Copy)?;
+            Ok(WritePath::Dedup)
         }
-        Err(e) => Err(match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        }),
+        Err(e) => Err(WriteError::Copy(e)),
     }
 }
 

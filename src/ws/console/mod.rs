@@ -16,9 +16,14 @@ use std::{
 use actix::prelude::*;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use uuid::Uuid;
+
+mod alerts;
+mod frames;
+
+use alerts::open_alerts;
+pub use frames::KINDS;
+use frames::{Alert, ConsoleErrorCode, ConsoleFrame, Subscribe};
 
 use crate::{
     api::error::ApiError,
@@ -40,38 +45,6 @@ const MAX_HELD: usize = 4096;
 pub const CLOSE_SESSION_ENDED: u16 = 4001;
 /// Close code: the user's role or client changed; reconnect to get the new scope.
 pub const CLOSE_ACCESS_CHANGED: u16 = 4003;
-
-/// `{"type":"positions","items":[...]}`: the newest fix of every agent that moved.
-#[derive(Serialize)]
-struct PositionsFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    items: &'a [PositionUpdate],
-}
-
-/// Every kind a console can subscribe to.
-pub const KINDS: &[&str] = &[
-    "position",
-    "geofence",
-    "violation",
-    "attendance",
-    "checkpoint_scan",
-    "panic",
-    "emergency",
-    "emergency_step",
-    "assignment",
-    "dispatch_reply",
-];
-
-/// `{"type":"subscribe","site_ids":[...]|null,"kinds":[...]|null}`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Subscribe {
-    #[serde(rename = "type")]
-    kind: String,
-    site_ids: Option<Vec<Uuid>>,
-    kinds: Option<Vec<String>>,
-}
 
 /// One connected console.
 pub struct ConsoleSocket {
@@ -204,7 +177,7 @@ impl ConsoleSocket {
         let allowed: Option<Vec<Uuid>> = self.allowed.as_ref().map(|a| a.iter().copied().collect());
         let work = async move {
             let agents = state.dispatcher.send(Snapshot).await.unwrap_or_default();
-            let alerts = open_alerts(&state, allowed.as_deref())
+            let alerts = open_alerts(&state.pool, allowed.as_deref())
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "console snapshot without alerts");
@@ -227,32 +200,18 @@ impl ConsoleSocket {
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         agents: Vec<AgentLive>,
-        alerts: Vec<Value>,
+        alerts: Vec<Alert>,
     ) {
         let agents: Vec<AgentLive> = agents
             .into_iter()
             .filter(|a| self.in_scope(a.site_id))
             .collect();
-        let alerts: Vec<Value> = alerts
+        let alerts: Vec<Alert> = alerts
             .into_iter()
-            .filter(|a| {
-                let site = a["site_id"].as_str().and_then(|s| s.parse().ok());
-                self.in_scope(site) && self.wants(a["kind"].as_str().unwrap_or_default())
-            })
+            .filter(|a| self.in_scope(a.site_id()) && self.wants(a.kind()))
             .collect();
         // What the snapshot holds, so that held events do not repeat it.
-        let in_snapshot: HashSet<(&'static str, Uuid)> = alerts
-            .iter()
-            .filter_map(|a| {
-                let (kind, id) = match a["kind"].as_str()? {
-                    "violation" => ("violation", a["violation_id"].as_str()?),
-                    "emergency" => ("emergency", a["emergency_id"].as_str()?),
-                    "panic" => ("panic", a["report_id"].as_str()?),
-                    _ => return None,
-                };
-                Some((kind, id.parse().ok()?))
-            })
-            .collect();
+        let in_snapshot: HashSet<(&'static str, Uuid)> = alerts.iter().map(Alert::key).collect();
         for a in &agents {
             if let (Some(p), Some((_, _, at))) = (self.pending.get(&a.agent_id), a.fix) {
                 if p.at <= at {
@@ -260,8 +219,11 @@ impl ConsoleSocket {
                 }
             }
         }
-        let frame = json!({"type": "snapshot", "agents": agents, "alerts": alerts});
-        self.send(ctx, frame.to_string());
+        let frame = ConsoleFrame::Snapshot {
+            agents: &agents,
+            alerts: &alerts,
+        };
+        self.send(ctx, frame.to_text());
         for e in self.held.take().unwrap_or_default() {
             let key = match &e {
                 LiveEvent::Violation {
@@ -283,11 +245,18 @@ impl ConsoleSocket {
     /// Sends a live event if it is in scope and subscribed.
     fn deliver(&mut self, ctx: &mut ws::WebsocketContext<Self>, e: &LiveEvent) {
         if self.wants(e.kind()) && self.in_scope(e.site_id()) {
-            match serde_json::to_string(e) {
-                Ok(frame) => self.send(ctx, frame),
-                Err(err) => tracing::error!(error = %err, "live event not serialised"),
-            }
+            self.send(ctx, ConsoleFrame::Live(e).to_text());
         }
+    }
+
+    /// Answers a refused message with an `error` frame.
+    fn refuse(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        code: ConsoleErrorCode,
+        message: String,
+    ) {
+        self.send(ctx, ConsoleFrame::Error { code, message }.to_text());
     }
 
     fn flush_positions(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
@@ -295,14 +264,7 @@ impl ConsoleSocket {
             return;
         }
         let batch: Vec<PositionUpdate> = self.pending.drain().map(|(_, p)| p).collect();
-        let frame = PositionsFrame {
-            kind: "positions",
-            items: &batch,
-        };
-        match serde_json::to_string(&frame) {
-            Ok(text) => self.send(ctx, text),
-            Err(e) => tracing::error!(error = %e, "positions frame not serialised"),
-        }
+        self.send(ctx, ConsoleFrame::Positions { items: &batch }.to_text());
     }
 }
 
@@ -312,31 +274,6 @@ fn close(ctx: &mut ws::WebsocketContext<ConsoleSocket>, code: ws::CloseCode, rea
         description: Some(reason),
     }));
     ctx.stop();
-}
-
-/// Open violations, active emergencies and today's panic reports, in scope.
-async fn open_alerts(state: &AppState, allowed: Option<&[Uuid]>) -> Result<Vec<Value>, String> {
-    let db = state.pool.get().await.map_err(|e| e.to_string())?;
-    let rows = db
-        .query(
-            "SELECT jsonb_build_object('kind', 'violation', 'violation_id', id, 'agent_id', agent_id, 'site_id', site_id,
-                     'shift_id', shift_id, 'started_at', started_at, 'distance_m', distance_m)
-             FROM geofence_violations WHERE resolved_at IS NULL AND ($1::uuid[] IS NULL OR site_id = ANY($1))
-             UNION ALL
-             SELECT jsonb_build_object('kind', 'emergency', 'emergency_id', id, 'site_id', site_id, 'lat', location_lat,
-                     'lon', location_lon, 'priority', priority, 'description', description, 'started_at', start_time)
-             FROM shifts WHERE shift_type = 'EMERGENCY' AND status = 'IN_PROGRESS' AND end_time > now()
-               AND ($1::uuid[] IS NULL OR site_id = ANY($1))
-             UNION ALL
-             SELECT jsonb_build_object('kind', 'panic', 'report_id', id, 'agent_id', agent_id, 'site_id', site_id,
-                     'lat', lat, 'lon', lon, 'note', description, 'at', occurred_at)
-             FROM reports WHERE report_type = 'EMERGENCY' AND status = 'SUBMITTED' AND created_at > now() - interval '24 hours'
-               AND ($1::uuid[] IS NULL OR site_id = ANY($1))",
-            &[&allowed],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 impl Actor for ConsoleSocket {
@@ -435,8 +372,11 @@ impl Handler<Missed> for ConsoleSocket {
     fn handle(&mut self, msg: Missed, ctx: &mut Self::Context) {
         self.missed += msg.0;
         metrics::counter!("console_events_missed_total").increment(msg.0);
-        let frame = json!({"type": "lagged", "missed": msg.0, "missed_total": self.missed});
-        self.send(ctx, frame.to_string());
+        let frame = ConsoleFrame::Lagged {
+            missed: msg.0,
+            missed_total: self.missed,
+        };
+        self.send(ctx, frame.to_text());
     }
 }
 
@@ -452,8 +392,9 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsoleSocket {
                         .flatten()
                         .find(|k| !KINDS.contains(&k.as_str()))
                     {
-                        let frame = json!({"type": "error", "code": "unknown_kind", "message": format!("unknown kind {bad:?}; kinds are {}", KINDS.join(", "))});
-                        self.send(ctx, frame.to_string());
+                        let message =
+                            format!("unknown kind {bad:?}; kinds are {}", KINDS.join(", "));
+                        self.refuse(ctx, ConsoleErrorCode::UnknownKind, message);
                         return;
                     }
                     self.sites = sub.site_ids.map(|s| s.into_iter().collect());
@@ -462,12 +403,13 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsoleSocket {
                     self.snapshot(ctx);
                 }
                 Ok(sub) => {
-                    let frame = json!({"type": "error", "code": "unknown_type", "message": format!("unknown message type {:?}; send \"subscribe\"", sub.kind)});
-                    self.send(ctx, frame.to_string());
+                    let message =
+                        format!("unknown message type {:?}; send \"subscribe\"", sub.kind);
+                    self.refuse(ctx, ConsoleErrorCode::UnknownType, message);
                 }
                 Err(e) => {
-                    let frame = json!({"type": "error", "code": "bad_json", "message": format!("not a subscribe message: {e}")});
-                    self.send(ctx, frame.to_string());
+                    let message = format!("not a subscribe message: {e}");
+                    self.refuse(ctx, ConsoleErrorCode::BadJson, message);
                 }
             },
             Ok(ws::Message::Ping(b)) => ctx.pong(&b),
@@ -480,8 +422,8 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsoleSocket {
                 ctx.stop();
             }
             Ok(ws::Message::Binary(_)) | Ok(ws::Message::Continuation(_)) => {
-                let frame = json!({"type": "error", "code": "unsupported_frame", "message": "send JSON text frames"});
-                self.send(ctx, frame.to_string());
+                let message = "send JSON text frames".to_owned();
+                self.refuse(ctx, ConsoleErrorCode::UnsupportedFrame, message);
             }
             Ok(ws::Message::Nop) => {}
             Err(e) => {

@@ -1,0 +1,73 @@
+//! The load run's numbers: latency histograms, the server's CPU and RSS, and the report table.
+
+use hdrhistogram::Histogram;
+
+use super::Report;
+
+/// A latency histogram in microseconds, 1 µs to 2 minutes, 3 significant digits.
+pub(super) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Reads (CPU ticks, RSS KiB) of a process from /proc.
+pub fn process_stats(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+impl Report {
+    /// A plain table.
+    pub fn table(&self) -> String {
+        let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.1} {unit}"));
+        format!(
+            "mode               {}\nagents             {} ({} connected)\nduration           {:.1} s\nsent / acked       {} / {} ({} errors)\naccepted events/s  {:.0}\nlatency send→ack   p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms\nserver CPU         {}\nserver RSS         {} ({} per connected agent)\n",
+            self.mode, self.agents, self.connected, self.seconds, self.sent, self.acked, self.errors, self.acked_per_s,
+            self.p50_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms,
+            opt(self.server_cpu_percent, "%"), opt(self.server_rss_mib, "MiB"), opt(self.server_rss_per_agent_kib, "KiB"),
+        ) + &if self.clock_ins_acked > 0 {
+            format!(
+                "clock-ins          {} acked, the last {:.1} s after the start\n",
+                self.clock_ins_acked, self.last_clock_in_ack_s
+            )
+        } else {
+            String::new()
+        } + &if self.emergencies_raised > 0 {
+            format!(
+                "emergencies        {} raised, {} dispatch frames received; REST → dispatch frame p50 {} p99 {} max {}\n",
+                self.emergencies_raised, self.emergencies_dispatched,
+                opt(self.emergency_p50_ms, "ms"), opt(self.emergency_p99_ms, "ms"), opt(self.emergency_max_ms, "ms"),
+            )
+        } else {
+            String::new()
+        } + &self
+            .consoles
+            .iter()
+            .map(|c| {
+                format!(
+                    "console            {}; {} positions frames ({} items, largest {} KiB), {} agents seen, longest gap {:.1} s, {} gaps over 2 s\n",
+                    match (&c.closed, c.connected) {
+                        (Some(how), _) => format!("ENDED EARLY ({how})"),
+                        (None, true) => "open throughout".to_owned(),
+                        (None, false) => "never connected".to_owned(),
+                    },
+                    c.positions_frames,
+                    c.position_items,
+                    c.largest_frame_bytes / 1024,
+                    c.agents_seen,
+                    c.max_gap_s,
+                    c.gaps_over_2s
+                )
+            })
+            .collect::<String>()
+    }
+}
