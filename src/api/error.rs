@@ -148,9 +148,7 @@ impl From<crate::auth::session::SessionError> for ApiError {
             SessionError::Invalid | SessionError::DeviceToken => {
                 ApiError::Unauthorized(e.to_string())
             }
-            SessionError::Pool(e) => e.into(),
-            SessionError::Query(e) => e.into(),
-            SessionError::Column(e) => e.into(),
+            SessionError::Db(e) => e.into(),
         }
     }
 }
@@ -160,9 +158,18 @@ impl From<crate::auth::device::DeviceAuthError> for ApiError {
         use crate::auth::device::DeviceAuthError;
         match e {
             DeviceAuthError::Refused => ApiError::Unauthorized(e.to_string()),
-            DeviceAuthError::Pool(e) => e.into(),
-            DeviceAuthError::Query(e) => e.into(),
-            DeviceAuthError::Column(e) => e.into(),
+            DeviceAuthError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::storage::DbError> for ApiError {
+    fn from(e: crate::storage::DbError) -> Self {
+        use crate::storage::DbError;
+        match e {
+            DbError::Pool(e) => e.into(),
+            DbError::Query(e) => e.into(),
+            DbError::Column(e) => e.into(),
         }
     }
 }

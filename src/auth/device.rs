@@ -5,7 +5,10 @@ use uuid::Uuid;
 
 use crate::{
     auth::token,
-    storage::row::{ColumnError, RowExt},
+    storage::{
+        row::{ColumnError, RowExt},
+        DbError,
+    },
 };
 
 /// An authenticated device.
@@ -24,12 +27,9 @@ pub enum DeviceAuthError {
     /// Unknown, revoked or expired token, or its agent or user is gone or not active.
     #[error("invalid, expired or revoked device token")]
     Refused,
-    #[error("database unavailable: {0}")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
-    Query(#[source] tokio_postgres::Error),
+    /// The database failed: not a verdict on the token.
     #[error(transparent)]
-    Column(#[from] ColumnError),
+    Db(#[from] DbError),
 }
 
 /// Resolves a device token. Revoked, expired and unknown tokens, and those of deleted agents
@@ -38,7 +38,7 @@ pub async fn authenticate_device(
     pool: &Pool,
     secret: &str,
 ) -> Result<DeviceIdentity, DeviceAuthError> {
-    let client = pool.get().await.map_err(DeviceAuthError::Pool)?;
+    let client = pool.get().await.map_err(DbError::from)?;
     // Prepared once per pooled connection: devices connect by the thousand.
     let statement = client
         .prepare_cached(
@@ -50,14 +50,17 @@ pub async fn authenticate_device(
              RETURNING k.id AS device_id, a.id AS agent_id",
         )
         .await
-        .map_err(DeviceAuthError::Query)?;
+        .map_err(DbError::from)?;
     let row = client
         .query_opt(&statement, &[&token::digest(secret)])
         .await
-        .map_err(DeviceAuthError::Query)?
+        .map_err(DbError::from)?
         .ok_or(DeviceAuthError::Refused)?;
-    Ok(DeviceIdentity {
-        device_id: row.col("device_id")?,
-        agent_id: row.col("agent_id")?,
-    })
+    let read = || -> Result<DeviceIdentity, ColumnError> {
+        Ok(DeviceIdentity {
+            device_id: row.col("device_id")?,
+            agent_id: row.col("agent_id")?,
+        })
+    };
+    Ok(read().map_err(DbError::from)?)
 }

@@ -6,7 +6,10 @@ use uuid::Uuid;
 use crate::{
     auth::token::{self, TokenKind},
     domain::enums::UserRole,
-    storage::row::{ColumnError, RowExt},
+    storage::{
+        row::{ColumnError, RowExt},
+        DbError,
+    },
 };
 
 /// The user behind a session token.
@@ -33,18 +36,15 @@ pub enum SessionError {
     /// A device token: those authenticate on the agent WebSocket only.
     #[error("device tokens authenticate only on the agent WebSocket (/ws/agent)")]
     DeviceToken,
-    #[error("database unavailable: {0}")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
-    Query(#[source] tokio_postgres::Error),
+    /// The database failed: not a verdict on the token.
     #[error(transparent)]
-    Column(#[from] ColumnError),
+    Db(#[from] DbError),
 }
 
 /// Resolves a session token to its user. Revoked or expired tokens, and tokens of users who
 /// are not ACTIVE or are deleted, are refused; so are device tokens (WebSocket only).
 pub async fn authenticate_session(pool: &Pool, token: &str) -> Result<Session, SessionError> {
-    let client = pool.get().await.map_err(SessionError::Pool)?;
+    let client = pool.get().await.map_err(DbError::from)?;
     let row = client
         .query_opt(
             "SELECT k.id AS token_id, k.kind, u.id AS user_id, u.role, u.client_id, a.id AS agent_id,
@@ -57,16 +57,16 @@ pub async fn authenticate_session(pool: &Pool, token: &str) -> Result<Session, S
             &[&token::digest(token)],
         )
         .await
-        .map_err(SessionError::Query)?
+        .map_err(DbError::from)?
         .ok_or(SessionError::Invalid)?;
-    let kind: String = row.col("kind")?;
+    let kind: String = row.col("kind").map_err(DbError::from)?;
     if kind == TokenKind::Device.label() {
         return Err(SessionError::DeviceToken);
     }
-    let user_id: Option<Uuid> = row.col("user_id")?;
+    let user_id: Option<Uuid> = row.col("user_id").map_err(DbError::from)?;
     let user_id = user_id.ok_or(SessionError::Invalid)?;
-    let token_id: Uuid = row.col("token_id")?;
-    if row.col::<bool>("touch")? {
+    let token_id: Uuid = row.col("token_id").map_err(DbError::from)?;
+    if row.col::<bool>("touch").map_err(DbError::from)? {
         // Throttled to once a minute per token: a write per request would be wasteful.
         client
             .execute(
@@ -74,13 +74,16 @@ pub async fn authenticate_session(pool: &Pool, token: &str) -> Result<Session, S
                 &[&token_id],
             )
             .await
-            .map_err(SessionError::Query)?;
+            .map_err(DbError::from)?;
     }
-    Ok(Session {
-        user_id,
-        role: row.col("role")?,
-        client_id: row.col("client_id")?,
-        agent_id: row.col("agent_id")?,
-        token_id,
-    })
+    let read = || -> Result<Session, ColumnError> {
+        Ok(Session {
+            user_id,
+            role: row.col("role")?,
+            client_id: row.col("client_id")?,
+            agent_id: row.col("agent_id")?,
+            token_id,
+        })
+    };
+    Ok(read().map_err(DbError::from)?)
 }

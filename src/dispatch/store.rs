@@ -19,15 +19,7 @@ use crate::{
 };
 
 /// The database side of dispatching failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database unavailable: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
-    Query(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Column(#[from] ColumnError),
-}
+pub use crate::storage::DbError as StoreError;
 
 /// A panic committed with a pending dispatch (panic_dispatches row).
 #[derive(Debug, Clone)]

@@ -259,16 +259,8 @@ pub enum WriteError {
     #[error("database unavailable: {0}")]
     Pool(#[source] deadpool_postgres::PoolError),
     /// The COPY or its transaction failed.
-    #[error("{}", describe(.0))]
+    #[error("{}", crate::storage::describe(.0))]
     Copy(#[source] tokio_postgres::Error),
-}
-
-/// A database error as operators read it: SQLSTATE and message when the server sent one.
-fn describe(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
-    }
 }
 
 /// How a batch was written (the `path` label of `writer_rows_committed_total`).

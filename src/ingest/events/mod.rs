@@ -35,7 +35,7 @@ use crate::{
         session::{Duty, LastFix},
     },
     realtime::live::LiveEvent,
-    storage::cached::CachedQuery,
+    storage::{cached::CachedQuery, DbError},
 };
 
 /// What an event needs to know about its session.
@@ -74,15 +74,9 @@ pub enum Failure {
 /// The database side of a device event failed; the event is not acked.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// No pooled connection within `EVENT_POOL_WAIT`.
-    #[error("database unavailable: {0}")]
-    Pool(#[source] deadpool_postgres::PoolError),
-    /// A statement or the commit failed.
-    #[error("database: {0}")]
-    Query(#[source] tokio_postgres::Error),
-    /// A row did not read as expected.
+    /// No pooled connection within `EVENT_POOL_WAIT`, a statement, or a row.
     #[error(transparent)]
-    Column(#[from] crate::storage::row::ColumnError),
+    Db(#[from] DbError),
     /// A position reached the event path (they go through the writer): a bug.
     #[error("positions go through the writer, not the event path")]
     Misrouted,
@@ -90,13 +84,13 @@ pub enum StorageError {
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
-        Failure::Storage(StorageError::Query(e))
+        Failure::Storage(StorageError::Db(e.into()))
     }
 }
 
 impl From<crate::storage::row::ColumnError> for Failure {
     fn from(e: crate::storage::row::ColumnError) -> Self {
-        Failure::Storage(StorageError::Column(e))
+        Failure::Storage(StorageError::Db(e.into()))
     }
 }
 
@@ -133,7 +127,7 @@ pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failur
     // events queue behind it. Only a pool that stays exhausted this long fails the event.
     let mut client = event_connection(&ctx.pool)
         .await
-        .map_err(|e| Failure::Storage(StorageError::Pool(e)))?;
+        .map_err(|e| Failure::Storage(StorageError::Db(e.into())))?;
     let seq = ev.seq as i64;
     let seen = client
         .q_opt(

@@ -17,7 +17,7 @@ use crate::{
         frames::RejectCode,
         protocol::{ClockProof, DeviceEvent, EventKind, Fix},
     },
-    storage::{cached::CachedQuery, row::RowExt},
+    storage::{cached::CachedQuery, row::RowExt, DbError},
 };
 
 /// The result of checking a clock event's proof of presence.
@@ -200,22 +200,22 @@ pub async fn record_refused_clock(ctx: &EventCtx, ev: &DeviceEvent) -> Result<bo
     let (Some(fix), Some(shift_id)) = (ev.fix(), shift_id.or(ctx.duty.map(|d| d.shift_id))) else {
         return Ok(false);
     };
-    let mut client = ctx.pool.get().await.map_err(StorageError::Pool)?;
+    let mut client = ctx.pool.get().await.map_err(DbError::from)?;
     let row = client
         .q_opt(
             "SELECT site_id FROM shifts WHERE id = $1 AND agent_id = $2",
             &[&shift_id, &ctx.agent_id],
         )
         .await
-        .map_err(StorageError::Query)?;
+        .map_err(DbError::from)?;
     let Some(row) = row else {
         return Ok(false);
     };
-    let Some(site_id) = row.col::<Option<Uuid>>("site_id")? else {
+    let Some(site_id) = row.col::<Option<Uuid>>("site_id").map_err(DbError::from)? else {
         return Ok(false);
     };
     let side = fence_check(ctx, site_id, fix);
-    let tx = client.transaction().await.map_err(StorageError::Query)?;
+    let tx = client.transaction().await.map_err(DbError::from)?;
     let recorded = record_validation(
         &tx,
         ctx,
@@ -230,7 +230,7 @@ pub async fn record_refused_clock(ctx: &EventCtx, ev: &DeviceEvent) -> Result<bo
     )
     .await;
     match recorded {
-        Ok(()) => tx.commit().await.map_err(StorageError::Query)?,
+        Ok(()) => tx.commit().await.map_err(DbError::from)?,
         Err(Failure::Storage(e)) => return Err(e),
         // record_validation refuses nothing.
         Err(Failure::Rejected(_)) => return Ok(false),

@@ -5,24 +5,13 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::frames::Alert;
-use crate::storage::row::{ColumnError, RowExt};
-
-/// Why the alerts were not read (the snapshot goes out without them).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum AlertsError {
-    #[error("database unavailable: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database: {0}")]
-    Query(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Column(#[from] ColumnError),
-}
+use crate::storage::{row::RowExt, DbError};
 
 /// Open alerts at the `allowed` sites (None: everywhere).
 pub(super) async fn open_alerts(
     pool: &Pool,
     allowed: Option<&[Uuid]>,
-) -> Result<Vec<Alert>, AlertsError> {
+) -> Result<Vec<Alert>, DbError> {
     let db = pool.get().await?;
     let mut alerts = Vec::new();
     for r in db
