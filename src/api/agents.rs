@@ -12,9 +12,9 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::{require_changes, Table},
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, from_json, Page, SqlBuilder},
         validate,
@@ -24,12 +24,11 @@ use crate::{
         agent::Certification,
         enums::{AgentStatus, UserRole, UserStatus},
     },
-    state::AppState,
     storage::row::RowExt,
 };
 
 /// The `agents` table as a resource (its rows join their user's).
-const AGENTS: Table = Table::named("agents", "agent");
+const AGENTS: Table = Table::named("agents", "a", "agent");
 
 /// An agent: its user's identity and its employment record.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -208,11 +207,7 @@ fn hours(v: f64) -> Result<f64, ApiError> {
 /// Creates an agent and its AGENT user (ADMIN, SUPERVISOR).
 #[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = CreateAgent, security(("bearer" = [])),
     responses((status = 201, body = AgentCreated), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateAgent>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateAgent>) -> ApiResult {
     caller.require_staff("create agents")?;
     let email = validate::email("email", &b.email)?;
     let home = validate::lat_lon(b.home_lat, b.home_lon, "home_")?;
@@ -279,8 +274,11 @@ pub async fn create(
     Ok(HttpResponse::Created().json(AgentCreated { id, user_id, agent }))
 }
 
-/// Staff: every agent; CLIENT: agents with a shift at one of its sites; AGENT: itself.
-fn scope(caller: &Caller, w: &mut SqlBuilder) {
+/// The live agents the caller may read. Staff: every agent; CLIENT: agents with a shift at
+/// one of its sites; AGENT: itself.
+fn readable(caller: &Caller) -> SqlBuilder {
+    let mut w = SqlBuilder::default();
+    w.raw("a.deleted_at IS NULL");
     match caller.role {
         UserRole::Admin | UserRole::Supervisor => {}
         UserRole::Client => w.push(
@@ -290,21 +288,16 @@ fn scope(caller: &Caller, w: &mut SqlBuilder) {
         ),
         UserRole::Agent => w.push("a.id = {}", caller.agent_id.unwrap_or_default()),
     }
+    w
 }
 
 /// Lists agents.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(AgentQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<Agent>,
                description = "staff and agents; a CLIENT user gets `Page<ClientAgent>` items instead")))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<AgentQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<AgentQuery>) -> ApiResult {
     let (limit, offset) = paging(q.limit, q.offset)?;
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w);
-    w.raw("a.deleted_at IS NULL");
+    let mut w = readable(&caller);
     if let Some(v) = q.employment_status {
         w.push("a.employment_status = {}", v);
     }
@@ -346,15 +339,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
     responses((status = 200, body = Agent, description = "a CLIENT user gets a `ClientAgent`"),
               (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     let id = id.into_inner();
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w);
-    w.raw("a.deleted_at IS NULL");
+    let mut w = readable(&caller);
     w.push("a.id = {}", id);
     let client = caller.role == UserRole::Client;
     let select = if client {
@@ -407,11 +394,10 @@ async fn lock_agent(
 #[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", request_body = UpdateAgent, security(("bearer" = [])),
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<UpdateAgent>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("change agents")?;
     let id = id.into_inner();
     let mut user_set = SqlBuilder::default();
@@ -512,11 +498,7 @@ pub async fn update(
 /// Soft-deletes an agent and its login, and revokes its device tokens (ADMIN, SUPERVISOR).
 #[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete agents")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

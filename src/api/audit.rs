@@ -9,9 +9,11 @@ use tokio_postgres::Transaction;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{
-    api::{auth::Caller, error::ApiError, extract::paging, list::Page},
-    state::AppState,
+use crate::api::{
+    auth::{Caller, Cx},
+    error::{ApiError, ApiResult},
+    extract::paging,
+    list::Page,
 };
 
 /// Columns never copied into the trail.
@@ -113,11 +115,7 @@ pub struct AuditQuery {
 /// The audit trail, newest first (ADMIN, SUPERVISOR).
 #[utoipa::path(get, path = "/api/v1/audit-logs", tag = "audit", params(AuditQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<AuditEntry>), (status = 403, body = crate::api::error::ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<AuditQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<AuditQuery>) -> ApiResult {
     caller.require_staff("read the audit trail")?;
     let (limit, offset) = paging(q.limit, q.offset)?;
     let client = state.pool.get().await?;

@@ -10,7 +10,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
-    api::{error::ApiError, extract::ApiJson},
+    api::{
+        error::{ApiError, ApiResult},
+        extract::ApiJson,
+    },
     auth::{
         bearer,
         password::{decoy_hash, is_verifiable, verify_password},
@@ -92,6 +95,31 @@ impl FromRequest for Caller {
     }
 }
 
+/// What nearly every handler takes: the shared state and the authenticated caller, in one
+/// extractor so that each handler names them once (`Cx { state, caller }: Cx`).
+pub struct Cx {
+    /// The application's shared state.
+    pub state: web::Data<AppState>,
+    /// Who is asking.
+    pub caller: Caller,
+}
+
+impl FromRequest for Cx {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let caller = Caller::from_request(req, payload);
+        Box::pin(async move {
+            let caller = caller.await?;
+            let state =
+                state.ok_or_else(|| ApiError::Internal("application state missing".into()))?;
+            Ok(Cx { state, caller })
+        })
+    }
+}
+
 /// Resolves a session token to its user (see `auth::session`), as an API caller.
 pub async fn authenticate_session(
     pool: &deadpool_postgres::Pool,
@@ -163,7 +191,7 @@ pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     if body.email.len() > 254 || body.password.len() > 1024 {
         return Err(ApiError::Unauthorized(WRONG_CREDENTIALS.into()));
     }
@@ -291,7 +319,7 @@ pub async fn login(
 /// Revokes the session token used for this request.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = crate::api::error::ErrorBody)))]
-pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiResult {
     let client = state.pool.get().await?;
     client
         .execute(
@@ -305,7 +333,7 @@ pub async fn logout(state: web::Data<AppState>, caller: Caller) -> Result<HttpRe
 /// The user behind the token.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = SessionUser), (status = 401, body = crate::api::error::ErrorBody)))]
-pub async fn me(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn me(state: web::Data<AppState>, caller: Caller) -> ApiResult {
     let client = state.pool.get().await?;
     let row = client
         .query_one(

@@ -12,8 +12,8 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
-        error::{ApiError, ErrorBody},
+        auth::{Caller, Cx},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::ApiJson,
         list::from_json,
         validate,
@@ -97,12 +97,7 @@ struct NewCheckpoint {
     max_distance_m: Option<f64>,
 }
 
-async fn insert(
-    state: &AppState,
-    caller: &Caller,
-    site_id: Uuid,
-    c: NewCheckpoint,
-) -> Result<HttpResponse, ApiError> {
+async fn insert(state: &AppState, caller: &Caller, site_id: Uuid, c: NewCheckpoint) -> ApiResult {
     caller.require_staff("create checkpoints")?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
@@ -152,11 +147,10 @@ fn distance(v: Option<f64>) -> Result<Option<f64>, ApiError> {
 #[utoipa::path(post, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", request_body = CreateQrCode,
     security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_qr(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     site_id: web::Path<Uuid>,
     ApiJson(b): ApiJson<CreateQrCode>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     let c = NewCheckpoint {
         kind: CheckpointType::QrCode,
         code: token::checkpoint_code(),
@@ -171,11 +165,10 @@ pub async fn create_qr(
 #[utoipa::path(post, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", request_body = CreateNfcTag,
     security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_nfc(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     site_id: web::Path<Uuid>,
     ApiJson(b): ApiJson<CreateNfcTag>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     let uid = TagUid::parse(&b.tag_uid)
         .map(TagUid::into_string)
         .ok_or_else(|| {
@@ -200,7 +193,7 @@ async fn list(
     site_id: Uuid,
     kind: CheckpointType,
     q: &CheckpointQuery,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("list checkpoints")?;
     let db = state.pool.get().await?;
     if db
@@ -232,11 +225,10 @@ async fn list(
 #[utoipa::path(get, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
 pub async fn list_qr(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     site_id: web::Path<Uuid>,
     q: web::Query<CheckpointQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     list(
         &state,
         &caller,
@@ -251,11 +243,10 @@ pub async fn list_qr(
 #[utoipa::path(get, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
 pub async fn list_nfc(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     site_id: web::Path<Uuid>,
     q: web::Query<CheckpointQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     list(
         &state,
         &caller,
@@ -271,7 +262,7 @@ async fn deactivate(
     caller: &Caller,
     id: Uuid,
     kind: CheckpointType,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("deactivate checkpoints")?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
@@ -307,21 +298,13 @@ async fn deactivate(
 /// Deactivates a QR checkpoint: scans of it stop validating (ADMIN, SUPERVISOR).
 #[utoipa::path(delete, path = "/api/v1/qr-codes/{id}", tag = "checkpoints", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn deactivate_qr(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn deactivate_qr(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     deactivate(&state, &caller, id.into_inner(), CheckpointType::QrCode).await
 }
 
 /// Deactivates an NFC checkpoint (ADMIN, SUPERVISOR).
 #[utoipa::path(delete, path = "/api/v1/nfc-tags/{id}", tag = "checkpoints", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn deactivate_nfc(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn deactivate_nfc(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     deactivate(&state, &caller, id.into_inner(), CheckpointType::NfcTag).await
 }

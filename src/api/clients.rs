@@ -11,20 +11,19 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::{require_changes, Table},
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
+        list::{double_option, from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{ClientStatus, UserRole},
-    state::AppState,
     storage::row::RowExt,
 };
 
 /// The `clients` table as a resource.
-const CLIENTS: Table = Table::named("clients", "client");
+const CLIENTS: Table = Table::named("clients", "c", "client");
 
 /// A client company.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -130,11 +129,7 @@ fn money(field: &str, v: f64) -> Result<f64, ApiError> {
 /// Creates a client (ADMIN, SUPERVISOR).
 #[utoipa::path(post, path = "/api/v1/clients", tag = "clients", request_body = CreateClient, security(("bearer" = [])),
     responses((status = 201, body = Client), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateClient>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateClient>) -> ApiResult {
     caller.require_staff("create clients")?;
     let name = validate::text("company_name", &b.company_name, 200)?;
     let email = b
@@ -205,73 +200,50 @@ pub async fn create(
 }
 
 /// Where the caller may look: staff everywhere, a CLIENT user at its own client only.
-fn scope(caller: &Caller, q: &mut SqlBuilder) -> Result<(), ApiError> {
+fn scope(caller: &Caller) -> Result<SqlBuilder, ApiError> {
+    let mut q = SqlBuilder::default();
     match caller.role {
-        UserRole::Admin | UserRole::Supervisor => Ok(()),
-        UserRole::Client => {
-            q.push("c.id = {}", caller.client_id.unwrap_or_default());
-            Ok(())
-        }
-        UserRole::Agent => Err(ApiError::forbidden("read clients")),
+        UserRole::Admin | UserRole::Supervisor => {}
+        UserRole::Client => q.push("c.id = {}", caller.client_id.unwrap_or_default()),
+        UserRole::Agent => return Err(ApiError::forbidden("read clients")),
     }
+    Ok(q)
 }
 
 /// Lists clients (staff: all; CLIENT: its own).
 #[utoipa::path(get, path = "/api/v1/clients", tag = "clients", params(ClientQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<Client>), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<ClientQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = paging(q.limit, q.offset)?;
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("c.deleted_at IS NULL");
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<ClientQuery>) -> ApiResult {
+    let paged = paging(q.limit, q.offset)?;
+    let mut w = scope(&caller)?;
     if let Some(s) = q.status {
         w.push("c.status = {}", s);
     }
     if let Some(text) = &q.q {
         w.push("c.company_name ILIKE '%' || {} || '%'", text.clone());
     }
-    let page: Page<Client> = fetch_page(
-        &state.pool,
-        "clients c",
-        "c",
-        w,
-        "c.company_name, c.id",
-        limit,
-        offset,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(page))
+    CLIENTS
+        .page::<Client>(&state.pool, w, "c.company_name, c.id", paged)
+        .await
 }
 
 /// One client (404 when it is not the caller's to see).
 #[utoipa::path(get, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
     responses((status = 200, body = Client), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("c.deleted_at IS NULL");
-    let one: Client = fetch_one(&state.pool, "clients c", "c", w, "client", id).await?;
-    Ok(HttpResponse::Ok().json(one))
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
+    CLIENTS
+        .one::<Client>(&state.pool, scope(&caller)?, id.into_inner())
+        .await
 }
 
 /// Changes a client (ADMIN, SUPERVISOR).
 #[utoipa::path(patch, path = "/api/v1/clients/{id}", tag = "clients", request_body = UpdateClient, security(("bearer" = [])),
     responses((status = 200, body = Client), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<UpdateClient>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("change clients")?;
     let id = id.into_inner();
     let mut set = SqlBuilder::default();
@@ -346,11 +318,7 @@ pub async fn update(
 /// Soft-deletes a client (ADMIN, SUPERVISOR). Its sites, shifts and history stay on record.
 #[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete clients")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

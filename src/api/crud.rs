@@ -4,12 +4,20 @@
 //! handler keeps what is its own (validation, roles, side effects) and runs these steps inside
 //! its transaction.
 
+use actix_web::HttpResponse;
+use deadpool_postgres::Pool;
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::{
-    api::{audit, auth::Caller, error::ApiError, list::SqlBuilder},
+    api::{
+        audit,
+        auth::Caller,
+        error::{ApiError, ApiResult},
+        list::{fetch_one, fetch_page, Page, SqlBuilder},
+    },
     storage::row::RowExt,
 };
 
@@ -17,6 +25,8 @@ use crate::{
 pub(crate) struct Table {
     /// The table's name in SQL.
     pub name: &'static str,
+    /// Its alias in the read queries' conditions (`c` in `c.status = $1`).
+    pub alias: &'static str,
     /// What a person calls one row, in not-found messages ("no time-off request with id …").
     pub noun: &'static str,
     /// The audit trail's `entity_type` of its rows.
@@ -27,9 +37,14 @@ pub(crate) struct Table {
 
 impl Table {
     /// A table whose rows the API, the trail and its actions all call `entity`.
-    pub(crate) const fn named(name: &'static str, entity: &'static str) -> Table {
+    pub(crate) const fn named(
+        name: &'static str,
+        alias: &'static str,
+        entity: &'static str,
+    ) -> Table {
         Table {
             name,
+            alias,
             noun: entity,
             entity_type: entity,
             action: entity,
@@ -50,6 +65,35 @@ pub(crate) fn require_changes(set: &SqlBuilder) -> Result<(), ApiError> {
 }
 
 impl Table {
+    /// One page of the live rows `filters` select (the caller's scope and the query's
+    /// filters), ordered by `order_by`: `{"items": [...], "total", "limit", "offset"}`.
+    pub(crate) async fn page<T: DeserializeOwned + Serialize>(
+        &self,
+        pool: &Pool,
+        mut filters: SqlBuilder,
+        order_by: &str,
+        (limit, offset): (i64, i64),
+    ) -> ApiResult {
+        filters.raw(&format!("{}.deleted_at IS NULL", self.alias));
+        let from = format!("{} {}", self.name, self.alias);
+        let page: Page<T> =
+            fetch_page(pool, &from, self.alias, filters, order_by, limit, offset).await?;
+        Ok(HttpResponse::Ok().json(page))
+    }
+
+    /// The live row `id` if `filters` (the caller's scope) select it; 404 otherwise.
+    pub(crate) async fn one<T: DeserializeOwned + Serialize>(
+        &self,
+        pool: &Pool,
+        mut filters: SqlBuilder,
+        id: Uuid,
+    ) -> ApiResult {
+        filters.raw(&format!("{}.deleted_at IS NULL", self.alias));
+        let from = format!("{} {}", self.name, self.alias);
+        let one: T = fetch_one(pool, &from, self.alias, filters, self.noun, id).await?;
+        Ok(HttpResponse::Ok().json(one))
+    }
+
     /// Locks the live row until the transaction ends and returns it as JSON (`to_jsonb`).
     pub(crate) async fn lock(&self, tx: &Transaction<'_>, id: Uuid) -> Result<Value, ApiError> {
         let sql = format!(

@@ -11,14 +11,13 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
-        error::{ApiError, ErrorBody},
+        auth::Cx,
+        error::{ApiError, ApiResult, ErrorBody},
         extract::ApiJson,
         list::from_json,
         validate,
     },
     auth::token::{self, TokenKind},
-    state::AppState,
     storage::row::RowExt,
 };
 
@@ -62,11 +61,10 @@ const TOKEN_JSON: &str = "jsonb_build_object('id', k.id, 'agent_id', k.agent_id,
 #[utoipa::path(post, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", request_body = CreateDeviceToken,
     security(("bearer" = [])), responses((status = 201, body = DeviceTokenCreated), (status = 404, body = ErrorBody)))]
 pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     agent_id: web::Path<Uuid>,
     ApiJson(b): ApiJson<CreateDeviceToken>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("issue device tokens")?;
     let agent_id = agent_id.into_inner();
     let name = validate::text("name", &b.name, 200)?;
@@ -119,11 +117,7 @@ pub async fn create(
 /// Lists an agent's device tokens, revoked ones included (ADMIN, SUPERVISOR).
 #[utoipa::path(get, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", security(("bearer" = [])),
     responses((status = 200, body = Vec<DeviceToken>), (status = 404, body = ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    agent_id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(Cx { state, caller }: Cx, agent_id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("list device tokens")?;
     let agent_id = agent_id.into_inner();
     let db = state.pool.get().await?;
@@ -153,11 +147,7 @@ pub async fn list(
 /// Revokes a device token at once; a device connected with it is disconnected.
 #[utoipa::path(delete, path = "/api/v1/device-tokens/{id}", tag = "device tokens", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn revoke(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn revoke(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("revoke device tokens")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

@@ -13,8 +13,8 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
-        error::{ApiError, ErrorBody},
+        auth::Cx,
+        error::{ApiError, ApiResult, ErrorBody},
         extract::ApiJson,
         validate,
     },
@@ -128,11 +128,7 @@ async fn push_assignment(
 /// (method INTELLIGENT_AUTO). ADMIN, SUPERVISOR.
 #[utoipa::path(post, path = "/api/v1/shifts/{id}/auto-assign", tag = "dispatch", security(("bearer" = [])),
     responses((status = 200, body = AutoAssigned), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn auto_assign(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("assign shifts")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
@@ -279,11 +275,7 @@ pub struct AutoFilled {
 /// rules (method AUTO). ADMIN, SUPERVISOR.
 #[utoipa::path(post, path = "/api/v1/dispatch/auto-fill", tag = "dispatch", request_body = AutoFill, security(("bearer" = [])),
     responses((status = 200, body = AutoFilled), (status = 422, body = ErrorBody)))]
-pub async fn auto_fill(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<AutoFill>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn auto_fill(Cx { state, caller }: Cx, ApiJson(b): ApiJson<AutoFill>) -> ApiResult {
     caller.require_staff("auto-fill shifts")?;
     validate::ordered("from", b.from, "to", b.to)?;
     if b.to - b.from > chrono::Duration::days(31) {
@@ -406,11 +398,7 @@ pub struct NewEmergency {
 /// Sends the nearest available agents to an emergency. ADMIN, SUPERVISOR.
 #[utoipa::path(post, path = "/api/v1/emergencies", tag = "dispatch", request_body = NewEmergency, security(("bearer" = [])),
     responses((status = 201, body = EmergencyCreated), (status = 422, body = ErrorBody)))]
-pub async fn emergency(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<NewEmergency>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn emergency(Cx { state, caller }: Cx, ApiJson(b): ApiJson<NewEmergency>) -> ApiResult {
     caller.require_staff("raise emergencies")?;
     let needed = b.agents_needed.unwrap_or(1);
     if !(1..=50).contains(&needed) {
@@ -458,10 +446,7 @@ pub async fn emergency(
 /// The live state of every agent on duty (ADMIN, SUPERVISOR).
 #[utoipa::path(get, path = "/api/v1/dispatch/agents", tag = "dispatch", security(("bearer" = [])),
     responses((status = 200, body = Object)))]
-pub async fn live_agents(
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse, ApiError> {
+pub async fn live_agents(Cx { state, caller }: Cx) -> ApiResult {
     caller.require_staff("read the live state")?;
     let agents: Vec<AgentLive> = state
         .dispatcher

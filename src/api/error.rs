@@ -51,6 +51,9 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// What a handler answers.
+pub type ApiResult = Result<HttpResponse, ApiError>;
+
 /// The body of every error answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -133,7 +136,7 @@ impl ResponseError for ApiError {
 }
 
 /// Answers any route that does not exist.
-pub async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+pub async fn not_found(req: actix_web::HttpRequest) -> ApiResult {
     Err(ApiError::NotFound(format!(
         "no route for {} {}",
         req.method(),

@@ -12,20 +12,19 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::Table,
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
+        list::{double_option, from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{Priority, ShiftStatus, ShiftType, UserRole},
-    state::AppState,
     storage::row::RowExt,
 };
 
 /// The `shifts` table as a resource.
-const SHIFTS: Table = Table::named("shifts", "shift");
+const SHIFTS: Table = Table::named("shifts", "s", "shift");
 
 /// Longest shift accepted.
 const MAX_SHIFT: Duration = Duration::hours(24);
@@ -152,11 +151,7 @@ async fn check_agent(tx: &tokio_postgres::Transaction<'_>, agent_id: Uuid) -> Re
 /// Creates a shift (ADMIN, SUPERVISOR).
 #[utoipa::path(post, path = "/api/v1/shifts", tag = "shifts", request_body = CreateShift, security(("bearer" = [])),
     responses((status = 201, body = Shift), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateShift>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateShift>) -> ApiResult {
     caller.require_staff("create shifts")?;
     check_window(b.start_time, b.end_time)?;
     let skills = validate::labels("required_skills", &b.required_skills)?;
@@ -239,7 +234,8 @@ async fn record_manual_assignment(
 }
 
 /// Staff: all; CLIENT: shifts at its sites; AGENT: its own.
-fn scope(caller: &Caller, w: &mut SqlBuilder) {
+fn scope(caller: &Caller) -> Result<SqlBuilder, ApiError> {
+    let mut w = SqlBuilder::default();
     match caller.role {
         UserRole::Admin | UserRole::Supervisor => {}
         UserRole::Client => w.push(
@@ -248,20 +244,15 @@ fn scope(caller: &Caller, w: &mut SqlBuilder) {
         ),
         UserRole::Agent => w.push("s.agent_id = {}", caller.agent_id.unwrap_or_default()),
     }
+    Ok(w)
 }
 
 /// Lists shifts, earliest first.
 #[utoipa::path(get, path = "/api/v1/shifts", tag = "shifts", params(ShiftQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<Shift>)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<ShiftQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = paging(q.limit, q.offset)?;
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w);
-    w.raw("s.deleted_at IS NULL");
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<ShiftQuery>) -> ApiResult {
+    let paged = paging(q.limit, q.offset)?;
+    let mut w = scope(&caller)?;
     if let Some(v) = q.site_id {
         w.push("s.site_id = {}", v);
     }
@@ -280,44 +271,28 @@ pub async fn list(
     if q.unassigned == Some(true) {
         w.raw("s.agent_id IS NULL");
     }
-    let page: Page<Shift> = fetch_page(
-        &state.pool,
-        "shifts s",
-        "s",
-        w,
-        "s.start_time, s.id",
-        limit,
-        offset,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(page))
+    SHIFTS
+        .page::<Shift>(&state.pool, w, "s.start_time, s.id", paged)
+        .await
 }
 
 /// One shift (404 when not the caller's to see).
 #[utoipa::path(get, path = "/api/v1/shifts/{id}", tag = "shifts", security(("bearer" = [])),
     responses((status = 200, body = Shift), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w);
-    w.raw("s.deleted_at IS NULL");
-    let one: Shift = fetch_one(&state.pool, "shifts s", "s", w, "shift", id).await?;
-    Ok(HttpResponse::Ok().json(one))
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
+    SHIFTS
+        .one::<Shift>(&state.pool, scope(&caller)?, id.into_inner())
+        .await
 }
 
 /// Changes a shift (ADMIN, SUPERVISOR).
 #[utoipa::path(patch, path = "/api/v1/shifts/{id}", tag = "shifts", request_body = UpdateShift, security(("bearer" = [])),
     responses((status = 200, body = Shift), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<UpdateShift>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("change shifts")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
@@ -404,11 +379,7 @@ pub async fn update(
 /// first (409).
 #[utoipa::path(delete, path = "/api/v1/shifts/{id}", tag = "shifts", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete shifts")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

@@ -11,23 +11,22 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::{require_changes, Table},
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, fetch_one, fetch_page, from_json, Page, SqlBuilder},
+        list::{double_option, from_json, Page, SqlBuilder},
         validate,
     },
     domain::{
         enums::{SiteStatus, SiteType, UserRole},
         geofence::GeofenceSpec,
     },
-    state::AppState,
     storage::row::RowExt,
 };
 
 /// The `sites` table as a resource.
-const SITES: Table = Table::named("sites", "site");
+const SITES: Table = Table::named("sites", "s", "site");
 
 /// A site.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -157,11 +156,7 @@ fn required_agents(v: i32) -> Result<i32, ApiError> {
 /// Creates a site (ADMIN, SUPERVISOR).
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = CreateSite, security(("bearer" = [])),
     responses((status = 201, body = Site), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateSite>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateSite>) -> ApiResult {
     caller.require_staff("create sites")?;
     let name = validate::text("name", &b.name, 200)?;
     let fence = parse_geofence(&b.geofence)?;
@@ -233,29 +228,22 @@ pub async fn create(
 }
 
 /// Staff see every site; a CLIENT user its client's; agents none.
-fn scope(caller: &Caller, w: &mut SqlBuilder) -> Result<(), ApiError> {
+fn scope(caller: &Caller) -> Result<SqlBuilder, ApiError> {
+    let mut w = SqlBuilder::default();
     match caller.role {
-        UserRole::Admin | UserRole::Supervisor => Ok(()),
-        UserRole::Client => {
-            w.push("s.client_id = {}", caller.client_id.unwrap_or_default());
-            Ok(())
-        }
-        UserRole::Agent => Err(ApiError::forbidden("read sites")),
+        UserRole::Admin | UserRole::Supervisor => {}
+        UserRole::Client => w.push("s.client_id = {}", caller.client_id.unwrap_or_default()),
+        UserRole::Agent => return Err(ApiError::forbidden("read sites")),
     }
+    Ok(w)
 }
 
 /// Lists sites.
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites", params(SiteQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<Site>), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<SiteQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = paging(q.limit, q.offset)?;
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("s.deleted_at IS NULL");
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<SiteQuery>) -> ApiResult {
+    let paged = paging(q.limit, q.offset)?;
+    let mut w = scope(&caller)?;
     if let Some(v) = q.client_id {
         w.push("s.client_id = {}", v);
     }
@@ -268,44 +256,28 @@ pub async fn list(
     if let Some(v) = &q.q {
         w.push("s.name ILIKE '%' || {} || '%'", v.clone());
     }
-    let page: Page<Site> = fetch_page(
-        &state.pool,
-        "sites s",
-        "s",
-        w,
-        "s.name, s.id",
-        limit,
-        offset,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(page))
+    SITES
+        .page::<Site>(&state.pool, w, "s.name, s.id", paged)
+        .await
 }
 
 /// One site (404 when not the caller's to see).
 #[utoipa::path(get, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
     responses((status = 200, body = Site), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("s.deleted_at IS NULL");
-    let one: Site = fetch_one(&state.pool, "sites s", "s", w, "site", id).await?;
-    Ok(HttpResponse::Ok().json(one))
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
+    SITES
+        .one::<Site>(&state.pool, scope(&caller)?, id.into_inner())
+        .await
 }
 
 /// Changes a site (ADMIN, SUPERVISOR). A new geofence applies to the running daemon at once.
 #[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "sites", request_body = UpdateSite, security(("bearer" = [])),
     responses((status = 200, body = Site), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<UpdateSite>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("change sites")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
@@ -370,11 +342,7 @@ pub async fn update(
 /// Soft-deletes a site (ADMIN, SUPERVISOR); its fence leaves the running daemon at once.
 #[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete sites")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

@@ -11,11 +11,11 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::Table,
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
-        list::{fetch_one, fetch_page, from_json, Page, SqlBuilder},
+        list::{from_json, Page, SqlBuilder},
         validate,
     },
     domain::enums::{TimeOffStatus, TimeOffType, UserRole},
@@ -26,6 +26,7 @@ use crate::{
 /// The `time_off_requests` table as a resource.
 const TIME_OFF: Table = Table {
     name: "time_off_requests",
+    alias: "t",
     noun: "time-off request",
     entity_type: "time_off_request",
     action: "time_off",
@@ -77,25 +78,20 @@ pub struct TimeOffQuery {
     pub offset: Option<i64>,
 }
 
-fn scope(caller: &Caller, w: &mut SqlBuilder) -> Result<(), ApiError> {
+fn scope(caller: &Caller) -> Result<SqlBuilder, ApiError> {
+    let mut w = SqlBuilder::default();
     match caller.role {
-        UserRole::Admin | UserRole::Supervisor => Ok(()),
-        UserRole::Agent => {
-            w.push("t.agent_id = {}", caller.agent_id.unwrap_or_default());
-            Ok(())
-        }
-        UserRole::Client => Err(ApiError::forbidden("read time-off requests")),
+        UserRole::Admin | UserRole::Supervisor => {}
+        UserRole::Agent => w.push("t.agent_id = {}", caller.agent_id.unwrap_or_default()),
+        UserRole::Client => return Err(ApiError::forbidden("read time-off requests")),
     }
+    Ok(w)
 }
 
 /// Files a time-off request (the agent itself, or staff for an agent).
 #[utoipa::path(post, path = "/api/v1/time-off-requests", tag = "time off", request_body = CreateTimeOff, security(("bearer" = [])),
     responses((status = 201, body = TimeOffRequest), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateTimeOff>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateTimeOff>) -> ApiResult {
     let agent_id = match caller.role {
         UserRole::Agent => {
             let own = caller
@@ -159,56 +155,27 @@ pub async fn create(
 /// Lists requests (staff: all; agent: its own), newest first.
 #[utoipa::path(get, path = "/api/v1/time-off-requests", tag = "time off", params(TimeOffQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<TimeOffRequest>), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<TimeOffQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let (limit, offset) = paging(q.limit, q.offset)?;
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("t.deleted_at IS NULL");
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<TimeOffQuery>) -> ApiResult {
+    let paged = paging(q.limit, q.offset)?;
+    let mut w = scope(&caller)?;
     if let Some(v) = q.agent_id {
         w.push("t.agent_id = {}", v);
     }
     if let Some(v) = q.status {
         w.push("t.status = {}", v);
     }
-    let page: Page<TimeOffRequest> = fetch_page(
-        &state.pool,
-        "time_off_requests t",
-        "t",
-        w,
-        "t.created_at DESC, t.id",
-        limit,
-        offset,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(page))
+    TIME_OFF
+        .page::<TimeOffRequest>(&state.pool, w, "t.created_at DESC, t.id", paged)
+        .await
 }
 
 /// One request (404 when not the caller's to see).
 #[utoipa::path(get, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    let mut w = SqlBuilder::default();
-    scope(&caller, &mut w)?;
-    w.raw("t.deleted_at IS NULL");
-    let one: TimeOffRequest = fetch_one(
-        &state.pool,
-        "time_off_requests t",
-        "t",
-        w,
-        "time-off request",
-        id,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(one))
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
+    TIME_OFF
+        .one::<TimeOffRequest>(&state.pool, scope(&caller)?, id.into_inner())
+        .await
 }
 
 /// Moves a request to `next` if its current status allows; `reviewer` records who decided.
@@ -219,11 +186,10 @@ async fn transition(
     next: TimeOffStatus,
     allowed_from: &[TimeOffStatus],
     notes: Option<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let mut w = SqlBuilder::default();
-    scope(caller, &mut w)?;
+    let mut w = scope(caller)?;
     w.push("t.id = {}", id);
     w.raw("t.deleted_at IS NULL");
     let sql = format!(
@@ -276,11 +242,10 @@ async fn transition(
 #[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/approve", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<ReviewTimeOff>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("approve time off")?;
     transition(
         &state,
@@ -297,11 +262,10 @@ pub async fn approve(
 #[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/reject", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<ReviewTimeOff>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("reject time off")?;
     transition(
         &state,
@@ -317,11 +281,7 @@ pub async fn reject(
 /// Cancels a pending or approved request (its agent, or staff).
 #[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/cancel", tag = "time off", security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     transition(
         &state,
         &caller,
@@ -336,11 +296,7 @@ pub async fn cancel(
 /// Soft-deletes a request (ADMIN, SUPERVISOR).
 #[utoipa::path(delete, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete time-off requests")?;
     let id = id.into_inner();
     let mut db = state.pool.get().await?;

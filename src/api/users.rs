@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::{
     api::{
         audit,
-        auth::Caller,
+        auth::{Caller, Cx},
         crud::Table,
-        error::{ApiError, ErrorBody},
+        error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
         list::{double_option, from_json, Page, SqlBuilder},
         validate,
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// The `users` table as a resource.
-const USERS: Table = Table::named("users", "user");
+const USERS: Table = Table::named("users", "u", "user");
 
 /// A user (never its password hash).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -122,11 +122,7 @@ const SELECT_USER: &str = "SELECT to_jsonb(u) - 'password_hash' AS doc FROM user
 /// Creates a user. ADMIN: any role; SUPERVISOR: AGENT and CLIENT users.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser, security(("bearer" = [])),
     responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    state: web::Data<AppState>,
-    caller: Caller,
-    ApiJson(b): ApiJson<CreateUser>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateUser>) -> ApiResult {
     if !may_manage(&caller, b.role) {
         return Err(ApiError::forbidden(&format!(
             "create {} users",
@@ -207,11 +203,7 @@ pub async fn create(
 /// Lists users (ADMIN, SUPERVISOR).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<User>), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    state: web::Data<AppState>,
-    caller: Caller,
-    q: web::Query<UserQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<UserQuery>) -> ApiResult {
     caller.require_staff("list users")?;
     let (limit, offset) = paging(q.limit, q.offset)?;
     let mut w = SqlBuilder::default();
@@ -241,11 +233,7 @@ pub async fn list(
 /// One user: staff see anyone, others only themselves (404 otherwise).
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     let id = id.into_inner();
     if !caller.is_staff() && id != caller.user_id {
         return Err(ApiError::not_found_id("user", id));
@@ -267,11 +255,10 @@ pub async fn get(
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUser, security(("bearer" = [])),
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
-    state: web::Data<AppState>,
-    caller: Caller,
+    Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
     ApiJson(b): ApiJson<UpdateUser>,
-) -> Result<HttpResponse, ApiError> {
+) -> ApiResult {
     caller.require_staff("change users")?;
     let id = id.into_inner();
     let new_hash = match b.password {
@@ -400,11 +387,7 @@ pub(crate) async fn announce_device_revocations(state: &AppState, user_id: Uuid)
 /// Soft-deletes a user and ends all its access.
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delete(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete users")?;
     let id = id.into_inner();
     if id == caller.user_id {
