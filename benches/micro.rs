@@ -12,8 +12,8 @@ use bahinlink::{
     domain::geofence::GeofenceSpec,
     geofence::{FenceSnapshot, SiteFence},
     ingest::{
+        checks::{check_event, trust},
         protocol::parse_frame,
-        session::{check_event, trust},
     },
 };
 use chrono::{Duration, Utc};

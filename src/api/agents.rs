@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::{require_changes, Table},
         error::{ApiError, ApiResult, ErrorBody},
@@ -236,9 +235,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateAgent>) 
             &[
                 &email,
                 &hash,
-                &validate::text("first_name", &b.first_name, 100)?,
-                &validate::text("last_name", &b.last_name, 100)?,
-                &validate::opt_text("phone", b.phone.as_deref(), 50)?,
+                &validate::text("first_name", &b.first_name, validate::PERSON_NAME_MAX)?,
+                &validate::text("last_name", &b.last_name, validate::PERSON_NAME_MAX)?,
+                &validate::opt_text("phone", b.phone.as_deref(), validate::PHONE_MAX)?,
             ],
         )
         .await?
@@ -250,7 +249,7 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateAgent>) 
              VALUES ($1, $2, $3, $4, $5::float8, $6::float8, $7::float8, $8::float8, $9, $10, $11) RETURNING id",
             &[
                 &user_id,
-                &validate::text("employee_id", &b.employee_id, 50)?,
+                &validate::text("employee_id", &b.employee_id, validate::CODE_MAX)?,
                 &skills,
                 &certs,
                 &home.map(|h| h.0),
@@ -268,7 +267,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateAgent>) 
         .query_one(&format!("SELECT {AGENT_JSON} AS doc FROM agents a JOIN users u ON u.id = a.user_id WHERE a.id = $1"), &[&id])
         .await?
         .col("doc")?;
-    audit::record(&tx, &caller, "agent.create", "agent", id, None, Some(&row)).await?;
+    AGENTS
+        .audit(&tx, &caller, "create", id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     let agent: Agent = from_json(row)?;
     Ok(HttpResponse::Created().json(AgentCreated { id, user_id, agent }))
@@ -405,17 +406,29 @@ pub async fn update(
         user_set.push("email = {}", validate::email("email", v)?);
     }
     if let Some(v) = &b.first_name {
-        user_set.push("first_name = {}", validate::text("first_name", v, 100)?);
+        user_set.push(
+            "first_name = {}",
+            validate::text("first_name", v, validate::PERSON_NAME_MAX)?,
+        );
     }
     if let Some(v) = &b.last_name {
-        user_set.push("last_name = {}", validate::text("last_name", v, 100)?);
+        user_set.push(
+            "last_name = {}",
+            validate::text("last_name", v, validate::PERSON_NAME_MAX)?,
+        );
     }
     if let Some(v) = &b.phone {
-        user_set.push("phone = {}", validate::opt_text("phone", v.as_deref(), 50)?);
+        user_set.push(
+            "phone = {}",
+            validate::opt_text("phone", v.as_deref(), validate::PHONE_MAX)?,
+        );
     }
     let mut set = SqlBuilder::default();
     if let Some(v) = &b.employee_id {
-        set.push("employee_id = {}", validate::text("employee_id", v, 50)?);
+        set.push(
+            "employee_id = {}",
+            validate::text("employee_id", v, validate::CODE_MAX)?,
+        );
     }
     if let Some(v) = b.employment_status {
         set.push("employment_status = {}", v);

@@ -154,7 +154,7 @@ pub async fn create_qr(
     let c = NewCheckpoint {
         kind: CheckpointType::QrCode,
         code: token::checkpoint_code(),
-        name: validate::text("name", &b.name, 200)?,
+        name: validate::text("name", &b.name, validate::NAME_MAX)?,
         location: validate::lat_lon(b.lat, b.lon, "")?,
         max_distance_m: distance(b.max_distance_m)?,
     };
@@ -180,7 +180,7 @@ pub async fn create_nfc(
     let c = NewCheckpoint {
         kind: CheckpointType::NfcTag,
         code: uid,
-        name: validate::text("name", &b.name, 200)?,
+        name: validate::text("name", &b.name, validate::NAME_MAX)?,
         location: validate::lat_lon(b.lat, b.lon, "")?,
         max_distance_m: distance(b.max_distance_m)?,
     };

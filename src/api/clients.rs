@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::{require_changes, Table},
         error::{ApiError, ApiResult, ErrorBody},
@@ -131,7 +130,7 @@ fn money(field: &str, v: f64) -> Result<f64, ApiError> {
     responses((status = 201, body = Client), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateClient>) -> ApiResult {
     caller.require_staff("create clients")?;
-    let name = validate::text("company_name", &b.company_name, 200)?;
+    let name = validate::text("company_name", &b.company_name, validate::NAME_MAX)?;
     let email = b
         .contact_email
         .as_deref()
@@ -167,12 +166,12 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateClient>)
              RETURNING to_jsonb(c) AS doc",
             &[
                 &name,
-                &validate::opt_text("contact_name", b.contact_name.as_deref(), 200)?,
+                &validate::opt_text("contact_name", b.contact_name.as_deref(), validate::NAME_MAX)?,
                 &email,
-                &validate::opt_text("contact_phone", b.contact_phone.as_deref(), 50)?,
-                &validate::opt_text("address", b.address.as_deref(), 500)?,
-                &validate::opt_text("city", b.city.as_deref(), 100)?,
-                &validate::opt_text("country", b.country.as_deref(), 100)?,
+                &validate::opt_text("contact_phone", b.contact_phone.as_deref(), validate::PHONE_MAX)?,
+                &validate::opt_text("address", b.address.as_deref(), validate::ADDRESS_MAX)?,
+                &validate::opt_text("city", b.city.as_deref(), validate::PLACE_MAX)?,
+                &validate::opt_text("country", b.country.as_deref(), validate::PLACE_MAX)?,
                 &b.status.unwrap_or(ClientStatus::Active),
                 &b.contract_start_date,
                 &b.contract_end_date,
@@ -185,16 +184,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateClient>)
         .await?
         .col("doc")?;
     let out: Client = from_json(row.clone())?;
-    audit::record(
-        &tx,
-        &caller,
-        "client.create",
-        "client",
-        out.id,
-        None,
-        Some(&row),
-    )
-    .await?;
+    CLIENTS
+        .audit(&tx, &caller, "create", out.id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(out))
 }
@@ -248,14 +240,17 @@ pub async fn update(
     let id = id.into_inner();
     let mut set = SqlBuilder::default();
     if let Some(v) = &b.company_name {
-        set.push("company_name = {}", validate::text("company_name", v, 200)?);
+        set.push(
+            "company_name = {}",
+            validate::text("company_name", v, validate::NAME_MAX)?,
+        );
     }
     for (field, value, max) in [
-        ("contact_name", &b.contact_name, 200),
-        ("contact_phone", &b.contact_phone, 50),
-        ("address", &b.address, 500),
-        ("city", &b.city, 100),
-        ("country", &b.country, 100),
+        ("contact_name", &b.contact_name, validate::NAME_MAX),
+        ("contact_phone", &b.contact_phone, validate::PHONE_MAX),
+        ("address", &b.address, validate::ADDRESS_MAX),
+        ("city", &b.city, validate::PLACE_MAX),
+        ("country", &b.country, validate::PLACE_MAX),
     ] {
         if let Some(v) = value {
             set.push(

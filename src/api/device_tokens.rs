@@ -67,7 +67,7 @@ pub async fn create(
 ) -> ApiResult {
     caller.require_staff("issue device tokens")?;
     let agent_id = agent_id.into_inner();
-    let name = validate::text("name", &b.name, 200)?;
+    let name = validate::text("name", &b.name, validate::NAME_MAX)?;
     let new = token::mint(TokenKind::Device);
     let ttl_days = state.settings.auth.device_token_ttl_days as i32;
     let mut db = state.pool.get().await?;

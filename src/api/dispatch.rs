@@ -429,7 +429,11 @@ pub async fn emergency(Cx { state, caller }: Cx, ApiJson(b): ApiJson<NewEmergenc
         site_id,
         agents_needed: needed,
         priority: b.priority.unwrap_or(Priority::Urgent),
-        description: validate::opt_text("description", b.description.as_deref(), 2000)?,
+        description: validate::opt_text(
+            "description",
+            b.description.as_deref(),
+            validate::LONG_TEXT_MAX,
+        )?,
         radius_m: radius,
         exclude: None,
         raised_by: Some(caller.user_id),

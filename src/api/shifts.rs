@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::Table,
         error::{ApiError, ApiResult, ErrorBody},
@@ -187,8 +186,8 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateShift>) 
                 &b.priority.unwrap_or(Priority::Normal),
                 &skills,
                 &certs,
-                &validate::opt_text("description", b.description.as_deref(), 2000)?,
-                &validate::opt_text("instructions", b.instructions.as_deref(), 2000)?,
+                &validate::opt_text("description", b.description.as_deref(), validate::LONG_TEXT_MAX)?,
+                &validate::opt_text("instructions", b.instructions.as_deref(), validate::LONG_TEXT_MAX)?,
                 &break_minutes(b.break_minutes.unwrap_or(0))?,
                 &b.supervisor_id,
                 &caller.user_id,
@@ -200,16 +199,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateShift>) 
     if let Some(agent_id) = b.agent_id {
         record_manual_assignment(&tx, &caller, shift.id, agent_id).await?;
     }
-    audit::record(
-        &tx,
-        &caller,
-        "shift.create",
-        "shift",
-        shift.id,
-        None,
-        Some(&row),
-    )
-    .await?;
+    SHIFTS
+        .audit(&tx, &caller, "create", shift.id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(shift))
 }
@@ -341,13 +333,13 @@ pub async fn update(
     if let Some(v) = &b.description {
         set.push(
             "description = {}",
-            validate::opt_text("description", v.as_deref(), 2000)?,
+            validate::opt_text("description", v.as_deref(), validate::LONG_TEXT_MAX)?,
         );
     }
     if let Some(v) = &b.instructions {
         set.push(
             "instructions = {}",
-            validate::opt_text("instructions", v.as_deref(), 2000)?,
+            validate::opt_text("instructions", v.as_deref(), validate::LONG_TEXT_MAX)?,
         );
     }
     if let Some(v) = b.break_minutes {

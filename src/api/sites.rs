@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::{require_changes, Table},
         error::{ApiError, ApiResult, ErrorBody},
@@ -158,7 +157,7 @@ fn required_agents(v: i32) -> Result<i32, ApiError> {
     responses((status = 201, body = Site), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateSite>) -> ApiResult {
     caller.require_staff("create sites")?;
-    let name = validate::text("name", &b.name, 200)?;
+    let name = validate::text("name", &b.name, validate::NAME_MAX)?;
     let fence = parse_geofence(&b.geofence)?;
     let circle = fence.circle();
     let metadata = b
@@ -192,7 +191,7 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateSite>) -
             &[
                 &b.client_id,
                 &name,
-                &validate::opt_text("address", b.address.as_deref(), 500)?,
+                &validate::opt_text("address", b.address.as_deref(), validate::ADDRESS_MAX)?,
                 &b.site_type.unwrap_or(SiteType::Commercial),
                 &tz,
                 &fence.raw,
@@ -200,11 +199,11 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateSite>) -
                 &circle.map(|c| c.0),
                 &circle.map(|c| c.1),
                 &circle.map(|c| c.2),
-                &validate::opt_text("description", b.description.as_deref(), 2000)?,
-                &validate::opt_text("city", b.city.as_deref(), 100)?,
-                &validate::opt_text("country", b.country.as_deref(), 100)?,
+                &validate::opt_text("description", b.description.as_deref(), validate::LONG_TEXT_MAX)?,
+                &validate::opt_text("city", b.city.as_deref(), validate::PLACE_MAX)?,
+                &validate::opt_text("country", b.country.as_deref(), validate::PLACE_MAX)?,
                 &b.status.unwrap_or(SiteStatus::Active),
-                &validate::opt_text("access_instructions", b.access_instructions.as_deref(), 2000)?,
+                &validate::opt_text("access_instructions", b.access_instructions.as_deref(), validate::LONG_TEXT_MAX)?,
                 &required_agents(b.required_agents.unwrap_or(1))?,
                 &metadata,
             ],
@@ -212,16 +211,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateSite>) -
         .await?
         .col("doc")?;
     let site: Site = from_json(row.clone())?;
-    audit::record(
-        &tx,
-        &caller,
-        "site.create",
-        "site",
-        site.id,
-        None,
-        Some(&row),
-    )
-    .await?;
+    SITES
+        .audit(&tx, &caller, "create", site.id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     state.geofences_changed(site.id).await;
     Ok(HttpResponse::Created().json(site))
@@ -284,14 +276,18 @@ pub async fn update(
     let tx = db.transaction().await?;
     let mut set = SqlBuilder::default();
     if let Some(v) = &b.name {
-        set.push("name = {}", validate::text("name", v, 200)?);
+        set.push("name = {}", validate::text("name", v, validate::NAME_MAX)?);
     }
     for (field, value, max) in [
-        ("address", &b.address, 500),
-        ("description", &b.description, 2000),
-        ("city", &b.city, 100),
-        ("country", &b.country, 100),
-        ("access_instructions", &b.access_instructions, 2000),
+        ("address", &b.address, validate::ADDRESS_MAX),
+        ("description", &b.description, validate::LONG_TEXT_MAX),
+        ("city", &b.city, validate::PLACE_MAX),
+        ("country", &b.country, validate::PLACE_MAX),
+        (
+            "access_instructions",
+            &b.access_instructions,
+            validate::LONG_TEXT_MAX,
+        ),
     ] {
         if let Some(v) = value {
             set.push(

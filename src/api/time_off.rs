@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::Table,
         error::{ApiError, ApiResult, ErrorBody},
@@ -133,21 +132,14 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateTimeOff>
         .query_one(
             "INSERT INTO time_off_requests AS t (agent_id, time_off_type, start_date, end_date, reason)
              VALUES ($1, $2, $3, $4, $5) RETURNING to_jsonb(t) AS doc",
-            &[&agent_id, &b.time_off_type, &b.start_date, &b.end_date, &validate::opt_text("reason", b.reason.as_deref(), 2000)?],
+            &[&agent_id, &b.time_off_type, &b.start_date, &b.end_date, &validate::opt_text("reason", b.reason.as_deref(), validate::LONG_TEXT_MAX)?],
         )
         .await?
         .col("doc")?;
     let out: TimeOffRequest = from_json(row.clone())?;
-    audit::record(
-        &tx,
-        &caller,
-        "time_off.create",
-        "time_off_request",
-        out.id,
-        None,
-        Some(&row),
-    )
-    .await?;
+    TIME_OFF
+        .audit(&tx, &caller, "create", out.id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(out))
 }
@@ -225,7 +217,7 @@ async fn transition(
                 &next,
                 &reviewed,
                 &caller.user_id,
-                &validate::opt_text("notes", notes.as_deref(), 2000)?,
+                &validate::opt_text("notes", notes.as_deref(), validate::LONG_TEXT_MAX)?,
             ],
         )
         .await?

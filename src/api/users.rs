@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use crate::{
     api::{
-        audit,
         auth::{Caller, Cx},
         crud::Table,
         error::{ApiError, ApiResult, ErrorBody},
@@ -159,9 +158,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateUser>) -
                 &hash,
                 &b.role,
                 &b.client_id,
-                &validate::opt_text("first_name", b.first_name.as_deref(), 100)?,
-                &validate::opt_text("last_name", b.last_name.as_deref(), 100)?,
-                &validate::opt_text("phone", b.phone.as_deref(), 50)?,
+                &validate::opt_text("first_name", b.first_name.as_deref(), validate::PERSON_NAME_MAX)?,
+                &validate::opt_text("last_name", b.last_name.as_deref(), validate::PERSON_NAME_MAX)?,
+                &validate::opt_text("phone", b.phone.as_deref(), validate::PHONE_MAX)?,
             ],
         )
         .await?
@@ -169,7 +168,7 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateUser>) -
     let user: User = from_json(row.clone())?;
     if b.role == UserRole::Agent {
         let employee_id = match b.employee_id.as_deref() {
-            Some(e) => validate::text("employee_id", e, 50)?,
+            Some(e) => validate::text("employee_id", e, validate::CODE_MAX)?,
             None => format!(
                 "EMP-{}",
                 &Uuid::new_v4().simple().to_string()[..8].to_uppercase()
@@ -186,16 +185,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateUser>) -
             "only AGENT users have an employee_id",
         ));
     }
-    audit::record(
-        &tx,
-        &caller,
-        "user.create",
-        "user",
-        user.id,
-        None,
-        Some(&row),
-    )
-    .await?;
+    USERS
+        .audit(&tx, &caller, "create", user.id, None, Some(&row))
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(user))
 }
@@ -315,15 +307,15 @@ pub async fn update(
     if let Some(v) = b.client_id {
         set.push("client_id = {}", v);
     }
-    for (field, value) in [
-        ("first_name", &b.first_name),
-        ("last_name", &b.last_name),
-        ("phone", &b.phone),
+    for (field, value, max) in [
+        ("first_name", &b.first_name, validate::PERSON_NAME_MAX),
+        ("last_name", &b.last_name, validate::PERSON_NAME_MAX),
+        ("phone", &b.phone, validate::PHONE_MAX),
     ] {
         if let Some(v) = value {
             set.push(
                 &format!("{field} = {{}}"),
-                validate::opt_text(field, v.as_deref(), 100)?,
+                validate::opt_text(field, v.as_deref(), max)?,
             );
         }
     }

@@ -4,6 +4,23 @@ use chrono::{DateTime, Utc};
 
 use crate::api::error::ApiError;
 
+// The longest text each kind of field takes, written once for every resource and for both
+// its create and its update.
+/// Names of companies, sites, checkpoints, tokens and contacts.
+pub const NAME_MAX: usize = 200;
+/// A person's first or last name.
+pub const PERSON_NAME_MAX: usize = 100;
+/// A phone number as typed.
+pub const PHONE_MAX: usize = 50;
+/// Short codes such as an employee number.
+pub const CODE_MAX: usize = 50;
+/// A postal address.
+pub const ADDRESS_MAX: usize = 500;
+/// A city or country.
+pub const PLACE_MAX: usize = 100;
+/// Free text: descriptions, instructions, reasons, review notes.
+pub const LONG_TEXT_MAX: usize = 2000;
+
 /// Trimmed, non-empty text of at most `max` characters.
 pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
     let t = value.trim();

@@ -19,6 +19,53 @@ use crate::{
     storage::{cached::CachedQuery, row::RowExt},
 };
 
+/// What an attendance event changed, told to the device, the session and the consoles alike.
+struct AttendanceChange {
+    status: AttendanceStatus,
+    attendance_id: Uuid,
+    shift_id: Uuid,
+    site_id: Uuid,
+    verified: bool,
+}
+
+impl AttendanceChange {
+    /// The `attendance` frame, the session's new `duty`, the live event and the ledger's
+    /// shift and site.
+    fn outcome(
+        self,
+        ctx: &EventCtx,
+        ev: &DeviceEvent,
+        duty: Option<Option<Duty>>,
+    ) -> (Outcome, Ledger) {
+        let frame = ServerFrame::Attendance {
+            seq: ev.seq,
+            status: self.status,
+            attendance_id: self.attendance_id,
+            shift_id: self.shift_id,
+            verified: self.verified,
+        };
+        let live = LiveEvent::Attendance {
+            agent_id: ctx.agent_id,
+            shift_id: self.shift_id,
+            site_id: self.site_id,
+            attendance_id: self.attendance_id,
+            status: self.status,
+            verified: self.verified,
+            at: ev.ts,
+        };
+        let outcome = Outcome {
+            frames: vec![frame],
+            duty,
+            live: vec![live],
+        };
+        let ledger = Ledger {
+            shift_id: Some(self.shift_id),
+            site_id: Some(self.site_id),
+        };
+        (outcome, ledger)
+    }
+}
+
 pub(super) async fn clock_in(
     tx: &Transaction<'_>,
     ctx: &EventCtx,
@@ -135,37 +182,22 @@ pub(super) async fn clock_in(
         )
         .await?;
     }
-    let frame = ServerFrame::Attendance {
-        seq: ev.seq,
+    let change = AttendanceChange {
         status: AttendanceStatus::ClockedIn,
         attendance_id,
         shift_id,
+        site_id,
         verified: proof.verified,
     };
-    let outcome = Outcome {
-        frames: vec![frame],
-        duty: Some(Some(Duty {
+    Ok(change.outcome(
+        ctx,
+        ev,
+        Some(Some(Duty {
             attendance_id,
             shift_id,
             site_id,
             on_break: false,
         })),
-        live: vec![LiveEvent::Attendance {
-            agent_id: ctx.agent_id,
-            shift_id,
-            site_id,
-            attendance_id,
-            status: AttendanceStatus::ClockedIn,
-            verified: proof.verified,
-            at: ev.ts,
-        }],
-    };
-    Ok((
-        outcome,
-        Ledger {
-            shift_id: Some(shift_id),
-            site_id: Some(site_id),
-        },
     ))
 }
 
@@ -302,33 +334,14 @@ pub(super) async fn clock_out(
         )
         .await?;
     }
-    let frame = ServerFrame::Attendance {
-        seq: ev.seq,
+    let change = AttendanceChange {
         status: AttendanceStatus::ClockedOut,
         attendance_id,
         shift_id: on_shift,
+        site_id,
         verified,
     };
-    let outcome = Outcome {
-        frames: vec![frame],
-        duty: Some(None),
-        live: vec![LiveEvent::Attendance {
-            agent_id: ctx.agent_id,
-            shift_id: on_shift,
-            site_id,
-            attendance_id,
-            status: AttendanceStatus::ClockedOut,
-            verified,
-            at: ev.ts,
-        }],
-    };
-    Ok((
-        outcome,
-        Ledger {
-            shift_id: Some(on_shift),
-            site_id: Some(site_id),
-        },
-    ))
+    Ok(change.outcome(ctx, ev, Some(None)))
 }
 
 pub(super) async fn breaks(
@@ -388,36 +401,21 @@ pub(super) async fn breaks(
         .await?
         .col("verified")?
     };
-    let frame = ServerFrame::Attendance {
-        seq: ev.seq,
+    let change = AttendanceChange {
         status: new_status,
         attendance_id,
         shift_id,
+        site_id,
         verified,
     };
-    let outcome = Outcome {
-        frames: vec![frame],
-        duty: Some(Some(Duty {
+    Ok(change.outcome(
+        ctx,
+        ev,
+        Some(Some(Duty {
             attendance_id,
             shift_id,
             site_id,
             on_break: starting,
         })),
-        live: vec![LiveEvent::Attendance {
-            agent_id: ctx.agent_id,
-            shift_id,
-            site_id,
-            attendance_id,
-            status: new_status,
-            verified,
-            at: ev.ts,
-        }],
-    };
-    Ok((
-        outcome,
-        Ledger {
-            shift_id: Some(shift_id),
-            site_id: Some(site_id),
-        },
     ))
 }
