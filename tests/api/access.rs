@@ -4,9 +4,8 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{
-    control::{make_agent, make_client, make_shift, make_site, square},
-    helpers::{spawn_app, TestApp, TestUser},
+use crate::helpers::{
+    make_agent, make_client, make_shift, make_site, spawn_app, square, TestApp, TestUser,
 };
 
 struct World {

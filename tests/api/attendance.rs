@@ -264,7 +264,7 @@ async fn nfc_and_manual_clock_ins_and_the_shift_rules() {
     attendance_frame(&mut d, 5).await;
 
     // Someone else's shift, and a shift that starts tomorrow.
-    let other_agent = crate::control::make_agent(&app, &f.admin, &[]).await;
+    let other_agent = crate::helpers::make_agent(&app, &f.admin, &[]).await;
     let theirs = shift_now(&app, &f.admin, f.site, other_agent).await;
     d.send(clock("clock_in", 6, theirs, "GPS", INSIDE, json!({})))
         .await;

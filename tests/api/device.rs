@@ -8,10 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{
-    control::{make_agent, make_client, make_site, square},
-    helpers::{TestApp, TestUser},
-};
+use crate::helpers::{make_agent, make_client, make_site, square, TestApp, TestUser};
 
 /// A connected device.
 pub struct Device {

@@ -7,9 +7,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    control::{make_agent, make_client, make_site, square},
     device::{device_token, field, position, shift_now, Device, Field, INSIDE},
-    helpers::{fresh_database, spawn_app, spawn_app_on, test_settings, TestApp},
+    helpers::{
+        fresh_database, make_agent, make_client, make_site, spawn_app, spawn_app_on, square,
+        test_settings, TestApp,
+    },
 };
 
 const KM: f64 = 0.008_993;

@@ -8,10 +8,12 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    control::{make_agent, make_client, square},
     device::{device_token, field, position, shift_now, Device, INSIDE},
     dispatch::{console, dispatcher_knows, on_duty, position_item, raise_emergency},
-    helpers::{fresh_database, spawn_app, spawn_app_on, test_settings, TestApp},
+    helpers::{
+        fresh_database, make_agent, make_client, spawn_app, spawn_app_on, square, test_settings,
+        TestApp,
+    },
 };
 
 /// Waits (up to `secs`) for `check` to hold.
@@ -382,7 +384,7 @@ async fn a_shift_moved_to_another_site_outside_the_api_moves_its_agent() {
     let (agent, _dev) = on_duty(&app, &f, 6.1352, 1.2052).await;
     dispatcher_knows(&app, 1).await;
     let client = make_client(&app, &f.admin, "Other").await;
-    let other = crate::control::make_site(&app, &f.admin, client, square(2.0, 7.0)).await;
+    let other = crate::helpers::make_site(&app, &f.admin, client, square(2.0, 7.0)).await;
     let shift: Uuid = app
         .db()
         .await

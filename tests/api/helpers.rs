@@ -25,6 +25,8 @@ use bahinlink::{
     },
 };
 use deadpool_postgres::Pool;
+use serde_json::{json, Value};
+use uuid::Uuid;
 
 const TEMPLATE_DB: &str = "bahinlink_template";
 
@@ -415,4 +417,73 @@ pub fn bahinlink() -> Command {
         }
     }
     cmd
+}
+
+// Fixtures several test files use: the resources most tests start from, made through the
+// REST API as a user would.
+
+/// A 0.01° square fence with its south-west corner at (lon, lat).
+pub fn square(lon: f64, lat: f64) -> Value {
+    json!({"type": "Polygon", "coordinates": [[[lon, lat], [lon + 0.01, lat], [lon + 0.01, lat + 0.01], [lon, lat + 0.01], [lon, lat]]]})
+}
+
+/// Creates a client, returning its id.
+pub async fn make_client(app: &TestApp, admin: &TestUser, name: &str) -> Uuid {
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/clients",
+            Some(&admin.token),
+            Some(json!({"company_name": name})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().parse().unwrap()
+}
+
+pub async fn make_site(app: &TestApp, admin: &TestUser, client_id: Uuid, geofence: Value) -> Uuid {
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/sites",
+            Some(&admin.token),
+            Some(json!({"client_id": client_id, "name": "Site", "geofence": geofence})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().parse().unwrap()
+}
+
+pub async fn make_agent(app: &TestApp, admin: &TestUser, skills: &[&str]) -> Uuid {
+    let n = Uuid::new_v4().simple().to_string();
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/agents",
+            Some(&admin.token),
+            Some(json!({"email": format!("g{n}@example.test"), "first_name": "Kofi", "last_name": "Mensah",
+                        "employee_id": format!("E{n}"), "skills": skills})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().parse().unwrap()
+}
+
+pub async fn make_shift(
+    app: &TestApp,
+    admin: &TestUser,
+    site_id: Uuid,
+    agent_id: Option<Uuid>,
+) -> Uuid {
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (s, b) = app
+        .call(
+            "POST",
+            "/api/v1/shifts",
+            Some(&admin.token),
+            Some(json!({"site_id": site_id, "start_time": start, "end_time": start + chrono::Duration::hours(8), "agent_id": agent_id})),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().parse().unwrap()
 }

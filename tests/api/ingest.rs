@@ -5,9 +5,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::{
-    control::make_agent,
     device::{device_token, field, position, Connect, Device, INSIDE, OUTSIDE},
-    helpers::{fresh_database, spawn_app, spawn_app_on, test_settings},
+    helpers::{fresh_database, make_agent, spawn_app, spawn_app_on, test_settings},
 };
 
 async fn count(

@@ -207,9 +207,8 @@ struct OpenAttendance {
     id: Uuid,
     /// The shift it is on.
     shift_id: Uuid,
-    /// The shift's site (a clock-out is proven against it); None when the shift's site was
-    /// removed after the clock-in.
-    site_id: Option<Uuid>,
+    /// The shift's site (a clock-out is proven against it).
+    site_id: Uuid,
     /// CLOCKED_IN or ON_BREAK.
     status: AttendanceStatus,
     /// For the hours worked.
@@ -220,31 +219,41 @@ struct OpenAttendance {
     break_minutes: f64,
 }
 
+/// The agent's open attendance, locked until the transaction ends. Refused when the agent
+/// is not clocked in, or when the shift lost its site after the clock-in (a supervisor closes
+/// that attendance).
 async fn open_attendance(
     tx: &Transaction<'_>,
-    agent_id: Uuid,
-) -> Result<Option<OpenAttendance>, Failure> {
+    ctx: &EventCtx,
+    ev: &DeviceEvent,
+) -> Result<OpenAttendance, Failure> {
     let row = tx
         .q_opt(
             "SELECT a.id, a.shift_id, s.site_id, a.status, a.clock_in_time, a.break_started_at,
                     a.total_break_minutes::float8 AS break_minutes
              FROM attendance a JOIN shifts s ON s.id = a.shift_id
              WHERE a.agent_id = $1 AND a.status IN ('CLOCKED_IN', 'ON_BREAK') FOR UPDATE OF a",
-            &[&agent_id],
+            &[&ctx.agent_id],
         )
-        .await?;
-    let Some(r) = row else {
-        return Ok(None);
-    };
-    Ok(Some(OpenAttendance {
-        id: r.col("id")?,
-        shift_id: r.col("shift_id")?,
-        site_id: r.col("site_id")?,
-        status: r.col("status")?,
-        clock_in: r.col("clock_in_time")?,
-        break_started: r.col("break_started_at")?,
-        break_minutes: r.col("break_minutes")?,
-    }))
+        .await?
+        .ok_or_else(|| reject(ev, RejectCode::NotClockedIn, "you are not clocked in"))?;
+    let site_id: Option<Uuid> = row.col("site_id")?;
+    let site_id = site_id.ok_or_else(|| {
+        reject(
+            ev,
+            RejectCode::ShiftWithoutSite,
+            "this shift no longer has a site; a supervisor must close the attendance",
+        )
+    })?;
+    Ok(OpenAttendance {
+        id: row.col("id")?,
+        shift_id: row.col("shift_id")?,
+        site_id,
+        status: row.col("status")?,
+        clock_in: row.col("clock_in_time")?,
+        break_started: row.col("break_started_at")?,
+        break_minutes: row.col("break_minutes")?,
+    })
 }
 
 fn minutes_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
@@ -267,16 +276,7 @@ pub(super) async fn clock_out(
         clock_in,
         break_started,
         break_minutes,
-    } = open_attendance(tx, ctx.agent_id)
-        .await?
-        .ok_or_else(|| reject(ev, RejectCode::NotClockedIn, "you are not clocked in"))?;
-    let site_id = site_id.ok_or_else(|| {
-        reject(
-            ev,
-            RejectCode::ShiftWithoutSite,
-            "this shift no longer has a site; a supervisor must close the attendance",
-        )
-    })?;
+    } = open_attendance(tx, ctx, ev).await?;
     if shift_id.is_some_and(|s| s != on_shift) {
         return Err(reject(
             ev,
@@ -349,24 +349,10 @@ pub(super) async fn breaks(
     ctx: &EventCtx,
     ev: &DeviceEvent,
 ) -> Result<(Outcome, Ledger), Failure> {
-    let OpenAttendance {
-        id: attendance_id,
-        shift_id,
-        site_id,
-        status,
-        break_started,
-        break_minutes,
-        ..
-    } = open_attendance(tx, ctx.agent_id)
-        .await?
-        .ok_or_else(|| reject(ev, RejectCode::NotClockedIn, "you are not clocked in"))?;
-    let site_id = site_id.ok_or_else(|| {
-        reject(
-            ev,
-            RejectCode::ShiftWithoutSite,
-            "this shift no longer has a site; a supervisor must close the attendance",
-        )
-    })?;
+    let open = open_attendance(tx, ctx, ev).await?;
+    let (attendance_id, shift_id, site_id) = (open.id, open.shift_id, open.site_id);
+    let (status, break_started, break_minutes) =
+        (open.status, open.break_started, open.break_minutes);
     let starting = matches!(ev.kind, EventKind::BreakStart);
     let new_status = match (starting, status) {
         (true, AttendanceStatus::OnBreak) => {
