@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
         crud::{require_changes, Table},
         error::{ApiError, ApiResult, ErrorBody},
         extract::{paging, ApiJson},
-        list::{double_option, from_json, Page, SqlBuilder},
+        list::{from_json, Page, SqlBuilder},
         validate,
     },
     auth::password::{hash_password, Password},
@@ -25,6 +25,13 @@ use crate::{
     },
     storage::row::RowExt,
 };
+
+mod bodies;
+mod client_view;
+
+pub use bodies::{AgentCreated, AgentQuery, CreateAgent, UpdateAgent};
+use client_view::client_agent_json;
+pub use client_view::{ClientAgent, ClientAgentShift};
 
 /// The `agents` table as a resource (its rows join their user's).
 const AGENTS: Table = Table::named("agents", "a", "agent");
@@ -53,121 +60,6 @@ pub struct Agent {
     pub barred_client_ids: Vec<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// An agent as a CLIENT user sees it: who it is and its shifts at the client's sites, nothing
-/// of its employment (pay, home, contact, other clients).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientAgent {
-    pub id: Uuid,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub employee_id: String,
-    pub employment_status: AgentStatus,
-    /// Its shifts at the client's sites (not deleted), by start time.
-    pub shifts: Vec<ClientAgentShift>,
-}
-
-/// One shift of a `ClientAgent`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientAgentShift {
-    pub id: Uuid,
-    pub site_id: Uuid,
-    pub start_time: DateTime<Utc>,
-    pub end_time: DateTime<Utc>,
-    pub status: crate::domain::enums::ShiftStatus,
-}
-
-/// The `ClientAgent` JSON of agent `a` for the client in parameter `{client}`.
-fn client_agent_json(client: &str) -> String {
-    format!(
-        "jsonb_build_object('id', a.id, 'first_name', u.first_name, 'last_name', u.last_name,
-             'employee_id', a.employee_id, 'employment_status', a.employment_status,
-             'shifts', coalesce((
-                 SELECT jsonb_agg(jsonb_build_object('id', sh.id, 'site_id', sh.site_id,
-                            'start_time', sh.start_time, 'end_time', sh.end_time, 'status', sh.status)
-                        ORDER BY sh.start_time)
-                 FROM shifts sh JOIN sites st ON st.id = sh.site_id
-                 WHERE sh.agent_id = a.id AND sh.deleted_at IS NULL AND st.client_id = {client}), '[]'::jsonb))"
-    )
-}
-
-/// `POST /api/v1/agents`
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAgent {
-    pub email: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub phone: Option<String>,
-    pub employee_id: String,
-    #[serde(default)]
-    pub skills: Vec<String>,
-    #[serde(default)]
-    pub certifications: Vec<Certification>,
-    pub home_lat: Option<f64>,
-    pub home_lon: Option<f64>,
-    pub max_weekly_hours: Option<f64>,
-    pub hourly_rate: Option<f64>,
-    pub hire_date: Option<DateTime<Utc>>,
-    /// Optional: agents work with device tokens; a password only allows a REST login.
-    pub password: Option<String>,
-    #[serde(default)]
-    pub barred_site_ids: Vec<Uuid>,
-    #[serde(default)]
-    pub barred_client_ids: Vec<Uuid>,
-}
-
-/// `POST /api/v1/agents` answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AgentCreated {
-    /// agents.id
-    pub id: Uuid,
-    /// users.id of the AGENT login.
-    pub user_id: Uuid,
-    pub agent: Agent,
-}
-
-/// `PATCH /api/v1/agents/{id}`
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateAgent {
-    pub email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub phone: Option<Option<String>>,
-    pub employee_id: Option<String>,
-    pub employment_status: Option<AgentStatus>,
-    pub skills: Option<Vec<String>>,
-    pub certifications: Option<Vec<Certification>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub home_lat: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub home_lon: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub max_weekly_hours: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub hourly_rate: Option<Option<f64>>,
-    #[serde(default, deserialize_with = "double_option")]
-    pub hire_date: Option<Option<DateTime<Utc>>>,
-    pub barred_site_ids: Option<Vec<Uuid>>,
-    pub barred_client_ids: Option<Vec<Uuid>>,
-}
-
-/// Filters of `GET /api/v1/agents`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AgentQuery {
-    pub employment_status: Option<AgentStatus>,
-    /// Agents holding this skill.
-    pub skill: Option<String>,
-    /// Substring of name, email or employee id.
-    pub q: Option<String>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
 }
 
 /// The agent as JSON: its row joined with its user's identity.
