@@ -20,7 +20,11 @@ use crate::{
     dispatch::actor::{Dispatcher, ReplaceBlocked, SetBlocked},
     geofence::GeofenceIndex,
     realtime::hub::{AgentHub, CloseAgents, RevokeDevice, ShiftSiteChanged},
-    storage::listen::{Change, FeedEvent},
+    storage::{
+        listen::{Change, FeedEvent},
+        row::RowExt,
+        DbError,
+    },
 };
 
 /// What the feed updates.
@@ -100,22 +104,16 @@ pub(crate) async fn apply_feed(mut rx: mpsc::UnboundedReceiver<FeedEvent>, cache
     }
 }
 
-async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
+/// Applies one batch of changes; a failure leaves it to be retried.
+async fn apply(c: &Caches, b: &Batch) -> Result<(), DbError> {
     if b.everything {
-        let n = c
-            .geofences
-            .load_all(&c.pool)
-            .await
-            .map_err(|e| e.to_string())?;
+        let n = c.geofences.load_all(&c.pool).await?;
         tracing::info!(sites = n, "geofence index loaded");
     } else if !b.sites.is_empty() {
         let ids: Vec<Uuid> = b.sites.iter().copied().collect();
-        c.geofences
-            .reload_sites(&c.pool, &ids)
-            .await
-            .map_err(|e| e.to_string())?;
+        c.geofences.reload_sites(&c.pool, &ids).await?;
     }
-    let db = c.pool.get().await.map_err(|e| e.to_string())?;
+    let db = c.pool.get().await?;
     if b.everything {
         let rows = db
             .query(
@@ -124,13 +122,11 @@ async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
                     OR a.employment_status <> 'ACTIVE'",
                 &[],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let blocked = rows
             .iter()
-            .map(|r| r.try_get::<_, Uuid>("id"))
-            .collect::<Result<HashSet<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map(|r| r.col::<Uuid>("id"))
+            .collect::<Result<HashSet<_>, _>>()?;
         c.dispatcher.do_send(ReplaceBlocked(blocked));
     } else if !b.agents.is_empty() || !b.users.is_empty() {
         let agents: Vec<Uuid> = b.agents.iter().copied().collect();
@@ -145,15 +141,14 @@ async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
                  WHERE a.id = ANY($1) OR a.user_id = ANY($2)",
                 &[&agents, &users],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut seen = HashSet::new();
         let mut blocked = Vec::new();
         let mut closed = Vec::new();
         for r in &rows {
-            let id: Uuid = r.try_get("id").map_err(|e| e.to_string())?;
-            let may_connect: bool = r.try_get("may_connect").map_err(|e| e.to_string())?;
-            let available: bool = r.try_get("available").map_err(|e| e.to_string())?;
+            let id: Uuid = r.col("id")?;
+            let may_connect: bool = r.col("may_connect")?;
+            let available: bool = r.col("available")?;
             seen.insert(id);
             blocked.push((id, !available));
             if !may_connect {
@@ -182,13 +177,12 @@ async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
                  WHERE att.shift_id = ANY($1) AND att.status IN ('CLOCKED_IN', 'ON_BREAK')",
                 &[&shifts],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for r in &rows {
             c.hub.do_send(ShiftSiteChanged {
-                agent_id: r.try_get("agent_id").map_err(|e| e.to_string())?,
-                shift_id: r.try_get("shift_id").map_err(|e| e.to_string())?,
-                site_id: r.try_get("site_id").map_err(|e| e.to_string())?,
+                agent_id: r.col("agent_id")?,
+                shift_id: r.col("shift_id")?,
+                site_id: r.col("site_id")?,
             });
         }
     }
@@ -200,13 +194,11 @@ async fn apply(c: &Caches, b: &Batch) -> Result<(), String> {
                    AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
                 &[&keys],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let valid = rows
             .iter()
-            .map(|r| r.try_get::<_, Uuid>("id"))
-            .collect::<Result<HashSet<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map(|r| r.col::<Uuid>("id"))
+            .collect::<Result<HashSet<_>, _>>()?;
         for id in keys.into_iter().filter(|id| !valid.contains(id)) {
             c.hub.do_send(RevokeDevice(id));
         }

@@ -18,10 +18,11 @@ use crate::{
         ops, shifts, sites, time_off, users,
     },
     configuration::Settings,
-    observability,
-    state::AppState,
-    ws,
+    observability, ws,
 };
+
+/// Its former home, kept for code written against it.
+pub use crate::state::AppState;
 
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]

@@ -24,7 +24,8 @@ use crate::{
         live_state::AgentLive,
         load,
     },
-    domain::enums::Priority,
+    domain::enums::{AssignmentMethod, Priority, ShiftStatus},
+    ingest::frames::ServerFrame,
     realtime::{hub::SendToAgent, live::LiveEvent},
     state::AppState,
     storage::row::RowExt,
@@ -82,7 +83,7 @@ async fn notify_assignment(
     tx: &tokio_postgres::Transaction<'_>,
     shift_id: Uuid,
     agent_id: Uuid,
-    method: &str,
+    method: AssignmentMethod,
 ) -> Result<(), ApiError> {
     tx.execute(
         "INSERT INTO notifications (recipient_id, notification_type, priority, title, message, data, channels,
@@ -91,7 +92,7 @@ async fn notify_assignment(
                 'You are assigned to a shift from ' || to_char(s.start_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC',
                 jsonb_build_object('shift_id', s.id, 'site_id', s.site_id, 'method', $3::text), '{websocket}', 'shift', s.id, now()
          FROM agents a, shifts s WHERE a.id = $2 AND s.id = $1",
-        &[&shift_id, &agent_id, &method],
+        &[&shift_id, &agent_id, &method.label()],
     )
     .await?;
     Ok(())
@@ -104,15 +105,20 @@ async fn push_assignment(
     site_id: Option<Uuid>,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
-    method: &'static str,
+    method: AssignmentMethod,
 ) {
-    let frame = json!({"type": "assignment", "shift_id": shift_id, "site_id": site_id, "start_time": start,
-                       "end_time": end, "method": method});
+    let frame = ServerFrame::Assignment {
+        shift_id,
+        site_id,
+        start_time: start,
+        end_time: end,
+        method,
+    };
     let _ = state
         .hub
         .send(SendToAgent {
             agent_id,
-            text: frame.to_string(),
+            text: frame.to_text(),
         })
         .await;
     let _ = state.live.send(LiveEvent::Assignment {
@@ -133,10 +139,10 @@ pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiRe
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let status = db
-        .query_opt("SELECT status::text, agent_id FROM shifts WHERE id = $1 AND deleted_at IS NULL AND site_id IS NOT NULL", &[&id])
+        .query_opt("SELECT status, agent_id FROM shifts WHERE id = $1 AND deleted_at IS NULL AND site_id IS NOT NULL", &[&id])
         .await?
         .ok_or_else(|| ApiError::not_found_id("shift", id))?;
-    let (shift_status, assigned): (String, Option<Uuid>) =
+    let (shift_status, assigned): (ShiftStatus, Option<Uuid>) =
         (status.col("status")?, status.col("agent_id")?);
     if assigned.is_some() {
         return Err(ApiError::Conflict {
@@ -144,10 +150,13 @@ pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiRe
             message: "the shift already has an agent; unassign it first".into(),
         });
     }
-    if !matches!(shift_status.as_str(), "SCHEDULED" | "CONFIRMED") {
+    if !matches!(
+        shift_status,
+        ShiftStatus::Scheduled | ShiftStatus::Confirmed
+    ) {
         return Err(ApiError::Conflict {
             code: "shift_not_open",
-            message: format!("a {shift_status} shift cannot be assigned"),
+            message: format!("a {} shift cannot be assigned", shift_status.label()),
         });
     }
     let needs = load::shift_needs(&**db, &state.geofences, Some(&[id]), None).await?;
@@ -196,7 +205,7 @@ pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiRe
         &[&id, &agent_id, &caller.user_id, &best.total, &reasons, &best.distance_km.map(|k| k * 1000.0)],
     )
     .await?;
-    notify_assignment(&tx, id, agent_id, "INTELLIGENT_AUTO").await?;
+    notify_assignment(&tx, id, agent_id, AssignmentMethod::IntelligentAuto).await?;
     audit::record(
         &tx,
         &caller,
@@ -215,7 +224,7 @@ pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiRe
         Some(need.site_id),
         need.start,
         need.end,
-        "INTELLIGENT_AUTO",
+        AssignmentMethod::IntelligentAuto,
     )
     .await;
     let alternatives = ranking
@@ -338,7 +347,7 @@ pub async fn auto_fill(Cx { state, caller }: Cx, ApiJson(b): ApiJson<AutoFill>) 
             &[&shift_id, &agent_id, &caller.user_id, &cost],
         )
         .await?;
-        notify_assignment(&tx, shift_id, agent_id, "AUTO").await?;
+        notify_assignment(&tx, shift_id, agent_id, AssignmentMethod::Auto).await?;
         total_cost += cost;
         assigned.push(FilledShift {
             shift_id,
@@ -367,7 +376,7 @@ pub async fn auto_fill(Cx { state, caller }: Cx, ApiJson(b): ApiJson<AutoFill>) 
                 Some(site),
                 start,
                 end,
-                "AUTO",
+                AssignmentMethod::Auto,
             )
             .await;
         }

@@ -18,6 +18,11 @@ use crate::{
     },
 };
 
+/// `shift_assignments.status` (a text column) of a proposal awaiting an answer.
+const PROPOSED: &str = "PROPOSED";
+/// `shift_assignments.status` of an accepted proposal.
+const ACCEPTED: &str = "ACCEPTED";
+
 /// The database side of dispatching failed.
 pub use crate::storage::DbError as StoreError;
 
@@ -123,8 +128,13 @@ pub(super) async fn reload(pool: &Pool) -> Result<Reloaded, StoreError> {
         let responding = agents
             .iter()
             .zip(statuses.iter().zip(at))
-            .filter(|(_, (s, _))| s.as_str() == "PROPOSED" || s.as_str() == "ACCEPTED")
-            .map(|(a, (s, t))| (*a, (s.as_str() == "PROPOSED").then_some(t)))
+            .filter_map(|(a, (s, t))| match s.as_str() {
+                // Still waiting for an answer: its reply timer is re-armed.
+                PROPOSED => Some((*a, Some(t))),
+                ACCEPTED => Some((*a, None)),
+                // Declined or timed out: no longer responding.
+                _ => None,
+            })
             .collect();
         emergencies.push((r.col("id")?, e, responding));
     }
@@ -267,7 +277,7 @@ pub(super) async fn record_step(
 ) -> Result<(), StoreError> {
     // shift_assignments.status of the answered proposal.
     let status = match step {
-        DispatchStep::Accepted => "ACCEPTED",
+        DispatchStep::Accepted => ACCEPTED,
         DispatchStep::Declined => "DECLINED",
         _ => "TIMED_OUT",
     };

@@ -1,6 +1,7 @@
 //! Domain types that parse, not validate: once built, a value is known to be good.
 
 pub mod agent;
+pub mod alarm;
 pub mod checkpoint;
 pub mod email;
 pub mod enums;

@@ -165,14 +165,8 @@ pub struct GeofenceIndex {
     loaded: std::sync::atomic::AtomicBool,
 }
 
-/// Errors loading fences from the database.
-#[derive(Debug, thiserror::Error)]
-pub enum GeofenceLoadError {
-    #[error("database: {0}")]
-    Database(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-}
+/// Why the index was not (re)loaded: the previous snapshot stays in place.
+pub use crate::storage::DbError as GeofenceLoadError;
 
 const ACTIVE_SITES: &str = "SELECT id, client_id, geofence_version, geofence FROM sites
                             WHERE deleted_at IS NULL AND status = 'ACTIVE'";

@@ -1,17 +1,20 @@
 //! What the server sends a device: typed frames serialised by serde, and the rejection of an
 //! event (the `error` frame's code and message). See docs/protocol.md.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    domain::{checkpoint::ScanResult, enums::AttendanceStatus},
+    domain::{
+        checkpoint::ScanResult,
+        enums::{AssignmentMethod, AttendanceStatus},
+    },
     geofence::watch::FenceEvent,
 };
 
 /// Why an event was rejected: the `code` of the error frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectCode {
     BadJson,
     UnknownType,
@@ -66,6 +69,13 @@ impl RejectCode {
     }
 }
 
+/// Serialised as its wire label, so the label is written once (`as_str`).
+impl Serialize for RejectCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// A rejected event: its seq when known, the code, and a message naming the problem.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
@@ -114,6 +124,14 @@ pub enum ServerFrame<'a> {
         result: ScanResult,
         checkpoint_id: Option<Uuid>,
         site_id: Option<Uuid>,
+    },
+    /// A shift assigned to the agent (auto-assign, auto-fill).
+    Assignment {
+        shift_id: Uuid,
+        site_id: Option<Uuid>,
+        start_time: DateTime<Utc>,
+        end_time: DateTime<Utc>,
+        method: AssignmentMethod,
     },
     Geofence {
         event: FenceEvent,

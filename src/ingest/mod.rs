@@ -13,3 +13,6 @@ pub mod restore;
 pub mod session;
 pub mod violations;
 pub mod writer;
+
+/// Their former home, kept for code written against it.
+pub use crate::realtime::{hub, live};

@@ -9,7 +9,7 @@
 //! reconnect is queried at once; while a batch is running, the next requests accumulate and go
 //! together.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use actix::prelude::*;
 use deadpool_postgres::Pool;
@@ -18,24 +18,21 @@ use uuid::Uuid;
 
 use crate::{
     ingest::session::{Duty, LastFix},
-    storage::row::{ColumnError, RowExt},
+    storage::{
+        row::{ColumnError, RowExt},
+        DbError,
+    },
 };
 
 /// Why a session's state was not restored (the device is asked to come back).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RestoreError {
-    /// No pooled connection in time.
-    #[error("database unavailable: {0}")]
-    Pool(String),
-    /// The query failed (the message is shared by every session of the batch).
-    #[error("database: {0}")]
-    Query(String),
+    /// No connection, the query, or a row failed; shared by every session of the batch.
+    #[error(transparent)]
+    Db(Arc<DbError>),
     /// The batch's query ran past `RESTORE_TIMEOUT`.
     #[error("session restore took more than {0:?}")]
     Timeout(std::time::Duration),
-    /// A row did not read as expected.
-    #[error("{0}")]
-    Column(String),
     /// The answer had no row for the agent: a bug.
     #[error("agent missing from the restore answer")]
     Missing,
@@ -46,7 +43,7 @@ pub enum RestoreError {
 
 impl From<ColumnError> for RestoreError {
     fn from(e: ColumnError) -> Self {
-        RestoreError::Column(e.to_string())
+        RestoreError::Db(Arc::new(e.into()))
     }
 }
 
@@ -156,7 +153,7 @@ async fn load_states(
     // Waits like device events do: a reconnect storm also queues device authentications.
     let client = crate::ingest::events::event_connection(pool)
         .await
-        .map_err(|e| RestoreError::Pool(e.to_string()))?;
+        .map_err(|e| RestoreError::Db(Arc::new(e.into())))?;
     let statement = client
         .prepare_cached(
             "SELECT a.id AS agent_id, d.attendance_id, d.shift_id, d.site_id, d.on_break, f.ts, f.lat, f.lon,
@@ -182,13 +179,13 @@ async fn load_states(
                  ORDER BY ts DESC LIMIT 1) f ON true",
         )
         .await
-        .map_err(|e| RestoreError::Query(e.to_string()))?;
+        .map_err(|e| RestoreError::Db(Arc::new(e.into())))?;
     // A stuck query must not hold every connecting session: past this, the batch fails and
     // its devices are told to come back (1013).
     let rows = tokio::time::timeout(RESTORE_TIMEOUT, client.query(&statement, &[&agents]))
         .await
         .map_err(|_| RestoreError::Timeout(RESTORE_TIMEOUT))?
-        .map_err(|e| RestoreError::Query(e.to_string()))?;
+        .map_err(|e| RestoreError::Db(Arc::new(e.into())))?;
     let mut states = HashMap::with_capacity(rows.len());
     for row in rows {
         let duty = match (

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     ingest::events::event_connection,
     realtime::live::{LiveBus, LiveEvent, ViolationState},
-    storage::cached::CachedQuery,
+    storage::{cached::CachedQuery, row::RowExt, DbError},
 };
 
 /// What happened at the fence.
@@ -86,8 +86,8 @@ async fn run(pool: Pool, live: LiveBus, mut rx: mpsc::UnboundedReceiver<Violatio
     }
 }
 
-async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, String> {
-    let client = event_connection(pool).await.map_err(|e| e.to_string())?;
+async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, DbError> {
+    let client = event_connection(pool).await?;
     let (row, state, at, distance_m) = match w.change {
         ViolationChange::Open {
             since,
@@ -104,8 +104,7 @@ async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, String> {
                      ON CONFLICT (agent_id, site_id) WHERE resolved_at IS NULL DO NOTHING RETURNING id",
                     &[&w.agent_id, &w.site_id, &w.shift_id, &lat, &lon, &accuracy_m, &distance_m, &since],
                 )
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
             ViolationState::Opened,
             since,
             distance_m,
@@ -118,15 +117,14 @@ async fn record(pool: &Pool, w: &ViolationWrite) -> Result<LiveEvent, String> {
                      WHERE agent_id = $1 AND site_id = $2 AND resolved_at IS NULL RETURNING id",
                     &[&w.agent_id, &w.site_id, &at],
                 )
-                .await
-                .map_err(|e| e.to_string())?,
+                .await?,
             ViolationState::Closed,
             at,
             0.0,
         ),
     };
     let violation_id = match row {
-        Some(r) => Some(r.try_get::<_, Uuid>("id").map_err(|e| e.to_string())?),
+        Some(r) => Some(r.col::<Uuid>("id")?),
         None => None,
     };
     Ok(LiveEvent::Violation {

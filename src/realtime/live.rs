@@ -6,7 +6,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::{checkpoint::ScanResult, enums::AttendanceStatus};
+use crate::domain::{
+    alarm::PanicLocationSource,
+    checkpoint::ScanResult,
+    enums::{AssignmentMethod, AttendanceStatus},
+};
 pub use crate::geofence::watch::FenceEvent;
 
 /// A violation's change, as consoles see it.
@@ -87,7 +91,7 @@ pub enum LiveEvent {
         lat: Option<f64>,
         lon: Option<f64>,
         /// DEVICE, LAST_FIX, SITE_CENTRE, STALE_FIX or NONE (docs/protocol.md, "Panic").
-        location_source: &'static str,
+        location_source: PanicLocationSource,
         /// The agent's active panic this one repeats (report id), if any: nobody more is sent.
         attached_to: Option<Uuid>,
         note: Option<String>,
@@ -126,7 +130,7 @@ pub enum LiveEvent {
         shift_id: Uuid,
         agent_id: Uuid,
         site_id: Option<Uuid>,
-        method: &'static str,
+        method: AssignmentMethod,
         at: DateTime<Utc>,
     },
 }

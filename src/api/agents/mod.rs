@@ -18,7 +18,10 @@ use crate::{
         list::{from_json, Page, SqlBuilder},
         validate,
     },
-    auth::password::{hash_password, Password},
+    auth::{
+        password::{hash_password, Password},
+        token::TokenKind,
+    },
     domain::{
         agent::Certification,
         enums::{AgentStatus, UserRole, UserStatus},
@@ -425,7 +428,7 @@ pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult 
     // Read before the commit, so a row that does not read rolls the delete back.
     let mut revoked_devices: Vec<Uuid> = Vec::new();
     for r in &revoked {
-        if r.col::<String>("kind")? == "DEVICE" {
+        if r.col::<String>("kind")? == TokenKind::Device.label() {
             revoked_devices.push(r.col("id")?);
         }
     }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{reject, EventCtx, Failure, Ledger, Outcome};
 use crate::{
+    domain::alarm::PanicLocationSource,
     ingest::{
         frames::RejectCode,
         protocol::{DeviceEvent, Fix},
@@ -43,14 +44,14 @@ impl PanicPlace {
         }
     }
 
-    /// The panic_dispatches.location_source label.
-    pub(crate) fn source(self) -> &'static str {
+    /// Why it is placed there.
+    pub(crate) fn source(self) -> PanicLocationSource {
         match self {
-            PanicPlace::Device(..) => "DEVICE",
-            PanicPlace::LastFix(..) => "LAST_FIX",
-            PanicPlace::SiteCentre(..) => "SITE_CENTRE",
-            PanicPlace::StaleFix(..) => "STALE_FIX",
-            PanicPlace::Unknown => "NONE",
+            PanicPlace::Device(..) => PanicLocationSource::Device,
+            PanicPlace::LastFix(..) => PanicLocationSource::LastFix,
+            PanicPlace::SiteCentre(..) => PanicLocationSource::SiteCentre,
+            PanicPlace::StaleFix(..) => PanicLocationSource::StaleFix,
+            PanicPlace::Unknown => PanicLocationSource::Nowhere,
         }
     }
 }
@@ -138,7 +139,7 @@ pub(super) async fn panic_alarm(
                 &ctx.device_id,
                 &(ev.seq as i64),
                 &ev.ts,
-                &place.source(),
+                &place.source().as_str(),
                 &attached_to,
             ],
         )
@@ -153,7 +154,7 @@ pub(super) async fn panic_alarm(
         tx.exec(
             "INSERT INTO panic_dispatches (report_id, agent_id, site_id, lat, lon, location_source, state)
              VALUES ($1, $2, $3, $4, $5, $6::text::\"PanicLocationSource\", $7::text::\"PanicDispatchState\")",
-            &[&report_id, &ctx.agent_id, &site_id, &lat, &lon, &place.source(), &state],
+            &[&report_id, &ctx.agent_id, &site_id, &lat, &lon, &place.source().as_str(), &state],
         )
         .await?;
     }

@@ -22,7 +22,6 @@ use crate::{
         FenceSnapshot, GeofenceIndex,
     },
     ingest::{
-        checks::{check_event, trust, TokenBucket},
         events::{EventCtx, Failure, Outcome},
         frames::{RejectCode, Rejection, ServerFrame},
         protocol::{parse_frame, DeviceEvent, EventKind, Fix},
@@ -32,6 +31,9 @@ use crate::{
     },
     realtime::live::LiveEvent,
 };
+
+/// The per-event checks' former home, kept for code written against it.
+pub use crate::ingest::checks::{check_event, trust, TokenBucket};
 
 /// The shift an agent is clocked in on.
 #[derive(Debug, Clone, Copy, PartialEq)]

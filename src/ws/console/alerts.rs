@@ -12,7 +12,14 @@ pub(super) async fn open_alerts(
     pool: &Pool,
     allowed: Option<&[Uuid]>,
 ) -> Result<Vec<Alert>, DbError> {
-    let db = pool.get().await?;
+    let mut db = pool.get().await?;
+    // One snapshot for the three reads, as one statement would see.
+    let db = db
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
     let mut alerts = Vec::new();
     for r in db
         .query(
