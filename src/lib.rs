@@ -33,4 +33,5 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod ui;
 pub mod ws;

@@ -14,11 +14,11 @@ use deadpool_postgres::Pool;
 
 use crate::{
     api::{
-        self, agents, audit, auth, checkpoints, clients, device_tokens, dispatch, extract, openapi,
-        ops, shifts, sites, time_off, users,
+        self, agents, alerts, audit, auth, checkpoints, clients, device_tokens, dispatch, extract,
+        openapi, ops, shifts, sites, time_off, users,
     },
     configuration::Settings,
-    observability, ws,
+    observability, ui, ws,
 };
 
 /// Its former home, kept for code written against it.
@@ -200,6 +200,9 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(ops::metrics);
     cfg.service(resource("/ws/agent").route(get().to(ws::agent::agent_ws)));
     cfg.service(resource("/ws/console").route(get().to(ws::console::console_ws)));
+    // The web console (embedded page and assets).
+    cfg.service(resource("/").route(get().to(ui::index)));
+    cfg.service(resource("/assets/{path:.*}").route(get().to(ui::asset)));
     cfg.service(
         web::scope("/api/v1")
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
@@ -300,6 +303,14 @@ fn routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/dispatch/auto-fill").route(post().to(dispatch::auto_fill)))
             .service(resource("/dispatch/agents").route(get().to(dispatch::live_agents)))
             .service(resource("/emergencies").route(post().to(dispatch::emergency)))
+            .service(resource("/emergencies/{id}/close").route(post().to(alerts::close_emergency)))
+            .service(
+                resource("/panics/{id}/acknowledge").route(post().to(alerts::acknowledge_panic)),
+            )
+            .service(
+                resource("/violations/{id}/resolve").route(post().to(alerts::resolve_violation)),
+            )
+            .service(resource("/agents/{id}/track").route(get().to(agents::track::track)))
             .service(resource("/audit-logs").route(get().to(audit::list))),
     );
 }

@@ -3,6 +3,7 @@
 //! themselves are registered in `startup`.
 
 pub mod agents;
+pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod checkpoints;

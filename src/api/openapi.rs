@@ -8,8 +8,8 @@ use utoipa::{
 };
 
 use crate::api::{
-    agents, audit, auth, checkpoints, clients, device_tokens, dispatch, error, list, shifts, sites,
-    time_off, users,
+    agents, alerts, audit, auth, checkpoints, clients, device_tokens, dispatch, error, list,
+    shifts, sites, time_off, users,
 };
 
 /// Adds the bearer-token scheme every secured path refers to.
@@ -43,10 +43,12 @@ impl Modify for BearerAuth {
         time_off::create, time_off::list, time_off::get, time_off::approve, time_off::reject,
         time_off::cancel, time_off::delete,
         dispatch::auto_assign, dispatch::auto_fill, dispatch::emergency, dispatch::live_agents,
+        alerts::acknowledge_panic, alerts::resolve_violation, alerts::close_emergency,
+        agents::track::track,
         audit::list,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, list::Page<users::User>,
-        agents::ClientAgent, agents::ClientAgentShift))
+        agents::ClientAgent, agents::ClientAgentShift, agents::Track))
 )]
 pub struct ApiDoc;
 

@@ -36,6 +36,12 @@ pub struct ConsoleSettings {
     pub max_lag_s: u64,
     /// How often a console re-checks its session, role, client and status.
     pub session_check_ms: u64,
+    /// Map tiles for the web console (`{z}/{x}/{y}` URL template); empty: no tiles, the map
+    /// draws fences and agents on a plain background and needs no internet.
+    pub tile_url: String,
+    /// The web console's shift board calls a shift late when nobody clocked in this many
+    /// minutes after its start.
+    pub late_after_min: u32,
 }
 
 /// `[ingest]`

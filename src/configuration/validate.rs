@@ -222,6 +222,20 @@ impl Settings {
         )?;
         within("console.max_lag_s", c.max_lag_s, 1..=3600)?;
         within("console.session_check_ms", c.session_check_ms, 100..=60_000)?;
+        within("console.late_after_min", c.late_after_min, 1..=720)?;
+        let tiles = &c.tile_url;
+        let tiles_ok = tiles.is_empty()
+            || ((tiles.starts_with("https://") || tiles.starts_with("http://"))
+                && tiles.contains("{z}")
+                && tiles.contains("{x}")
+                && tiles.contains("{y}")
+                && !tiles.contains(['"', '<', '>', '\'', '\\']));
+        if !tiles_ok {
+            return Err(ConfigError::invalid(
+                "console.tile_url",
+                "must be empty or an http(s) URL template with {z}, {x} and {y}",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {
             ConfigError::invalid("logging.level", format!("not a log filter ({err})"))
         })?;

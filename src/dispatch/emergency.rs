@@ -11,7 +11,8 @@ use crate::{
     dispatch::{
         actor::{Dispatcher, Emergency},
         messages::{
-            DispatchError, DispatchFrame, Dispatched, EmergencyCreated, FieldEvent, RaiseEmergency,
+            CloseEmergency, DispatchError, DispatchFrame, Dispatched, EmergencyCreated, FieldEvent,
+            RaiseEmergency,
         },
         store::{
             pending_panics, record_emergency, record_panic_failure, record_step, PendingPanic,
@@ -293,6 +294,27 @@ impl Dispatcher {
                 }
             }
         }));
+    }
+}
+
+impl Handler<CloseEmergency> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseEmergency, ctx: &mut Self::Context) {
+        let id = msg.0;
+        self.emergencies.remove(&id);
+        let timers: Vec<(Uuid, Uuid)> = self
+            .timers
+            .keys()
+            .filter(|(e, _)| *e == id)
+            .copied()
+            .collect();
+        for key in timers {
+            if let Some(t) = self.timers.remove(&key) {
+                ctx.cancel_future(t);
+            }
+        }
+        self.live.release_emergency(id);
     }
 }
 

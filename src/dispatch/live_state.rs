@@ -145,6 +145,19 @@ impl LiveAgents {
         self.track(&after);
     }
 
+    /// Frees every agent responding to `emergency` (it was closed).
+    pub fn release_emergency(&mut self, emergency: Uuid) {
+        let responding: Vec<Uuid> = self
+            .agents
+            .values()
+            .filter(|a| a.emergency_id == Some(emergency))
+            .map(|a| a.agent_id)
+            .collect();
+        for agent_id in responding {
+            self.set_responding(agent_id, None);
+        }
+    }
+
     /// Marks an agent as not dispatchable (true) or dispatchable again (false).
     pub fn set_blocked(&mut self, agent_id: Uuid, blocked: bool) {
         if blocked {

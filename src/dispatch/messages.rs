@@ -92,6 +92,11 @@ pub struct SetBlocked(pub Vec<(Uuid, bool)>);
 #[rtype(result = "()")]
 pub struct ReplaceBlocked(pub HashSet<Uuid>);
 
+/// An emergency was closed (its shift COMPLETED): stop staffing it and free its agents.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CloseEmergency(pub Uuid);
+
 /// A panic may be waiting in panic_dispatches: look now rather than at the next poll.
 #[derive(Message)]
 #[rtype(result = "()")]

@@ -13,6 +13,18 @@ use crate::domain::{
 };
 pub use crate::geofence::watch::FenceEvent;
 
+/// The kind of alert a person closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A panic report, acknowledged.
+    Panic,
+    /// A geofence violation, resolved with a note.
+    Violation,
+    /// An emergency, closed.
+    Emergency,
+}
+
 /// A violation's change, as consoles see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,6 +137,16 @@ pub enum LiveEvent {
         distance_m: Option<f64>,
         at: DateTime<Utc>,
     },
+    /// A person closed an alert from a console or the API: every console drops it.
+    AlertClosed {
+        alert: AlertKind,
+        /// reports.id, geofence_violations.id or the emergency's shifts.id.
+        id: Uuid,
+        site_id: Option<Uuid>,
+        /// users.id of who closed it.
+        by: Uuid,
+        at: DateTime<Utc>,
+    },
     /// A shift was assigned to an agent.
     Assignment {
         shift_id: Uuid,
@@ -148,6 +170,7 @@ impl LiveEvent {
             | LiveEvent::Assignment { site_id, .. }
             | LiveEvent::Panic { site_id, .. } => *site_id,
             LiveEvent::DispatchReply { .. } => None,
+            LiveEvent::AlertClosed { site_id, .. } => *site_id,
         }
     }
 
@@ -162,11 +185,11 @@ impl LiveEvent {
             | LiveEvent::DispatchReply { agent_id, .. }
             | LiveEvent::Assignment { agent_id, .. } => Some(*agent_id),
             LiveEvent::EmergencyStep { agent_id, .. } => *agent_id,
-            LiveEvent::Emergency { .. } => None,
+            LiveEvent::Emergency { .. } | LiveEvent::AlertClosed { .. } => None,
         }
     }
 
-    /// The console `kind` of the event (its `type`).
+    /// The console `kind` of the event (its `type`; a closed alert goes with its alert's kind).
     pub fn kind(&self) -> &'static str {
         match self {
             LiveEvent::Geofence { .. } => "geofence",
@@ -178,6 +201,11 @@ impl LiveEvent {
             LiveEvent::Emergency { .. } => "emergency",
             LiveEvent::EmergencyStep { .. } => "emergency_step",
             LiveEvent::Assignment { .. } => "assignment",
+            LiveEvent::AlertClosed { alert, .. } => match alert {
+                AlertKind::Panic => "panic",
+                AlertKind::Violation => "violation",
+                AlertKind::Emergency => "emergency",
+            },
         }
     }
 }

@@ -3,7 +3,9 @@
 mod access;
 mod attendance;
 mod auth;
+mod browser;
 mod cli;
+mod console_page;
 mod control;
 mod device;
 mod dispatch;

@@ -31,10 +31,12 @@ use crate::{
 
 mod bodies;
 mod client_view;
+pub mod track;
 
 pub use bodies::{AgentCreated, AgentQuery, CreateAgent, UpdateAgent};
 use client_view::client_agent_json;
 pub use client_view::{ClientAgent, ClientAgentShift};
+pub use track::{Track, TrackGeometry, TrackProperties, TrackQuery};
 
 /// The `agents` table as a resource (its rows join their user's).
 const AGENTS: Table = Table::named("agents", "a", "agent");
@@ -172,7 +174,7 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateAgent>) 
 
 /// The live agents the caller may read. Staff: every agent; CLIENT: agents with a shift at
 /// one of its sites; AGENT: itself.
-fn readable(caller: &Caller) -> SqlBuilder {
+pub(super) fn readable(caller: &Caller) -> SqlBuilder {
     let mut w = SqlBuilder::default();
     w.raw("a.deleted_at IS NULL");
     match caller.role {

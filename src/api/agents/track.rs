@@ -1,0 +1,148 @@
+//! `GET /api/v1/agents/{id}/track?from=&to=`: where an agent went, as a GeoJSON LineString
+//! of its trusted fixes in the device's order. Read backwards along `location_tracking`'s key
+//! `(agent_id, seq)` a page at a time from the newest row, stopping once the rows are older
+//! than `from`: the work is the rows since `from`, however long the agent's history.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::readable;
+use crate::{
+    api::{
+        auth::Cx,
+        error::{ApiError, ApiResult, ErrorBody},
+        validate,
+    },
+    storage::row::RowExt,
+};
+
+/// Rows read per page.
+const PAGE: i64 = 2000;
+/// Longest window one request may ask for.
+const MAX_WINDOW: Duration = Duration::hours(24);
+/// Most points in one answer (a day at one fix every two seconds, with room).
+const MAX_POINTS: usize = 50_000;
+/// Device order is mostly time order; resent or buffered events may be this much older than
+/// their neighbours, so the reading goes on this far past `from`.
+const REORDER_SLACK: Duration = Duration::minutes(10);
+
+/// The window of `GET /api/v1/agents/{id}/track`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TrackQuery {
+    /// Start of the window (inclusive).
+    pub from: DateTime<Utc>,
+    /// End of the window (exclusive); at most 24 hours after `from`.
+    pub to: DateTime<Utc>,
+}
+
+/// A GeoJSON Feature whose geometry is the track.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Track {
+    /// Always `Feature`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub geometry: TrackGeometry,
+    pub properties: TrackProperties,
+}
+
+/// A GeoJSON LineString: `[lon, lat]` pairs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrackGeometry {
+    /// Always `LineString`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub coordinates: Vec<[f64; 2]>,
+}
+
+/// What the track is of.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrackProperties {
+    pub agent_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Device time of each point, in the same order as the coordinates.
+    pub times: Vec<DateTime<Utc>>,
+    /// True when the window held more than the answer's limit (the newest points are kept).
+    pub truncated: bool,
+}
+
+/// The track of one agent over a window (staff: any agent; CLIENT: agents with a shift at its
+/// sites; AGENT: itself).
+#[utoipa::path(get, path = "/api/v1/agents/{id}/track", tag = "agents", params(TrackQuery), security(("bearer" = [])),
+    responses((status = 200, body = Track), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn track(
+    Cx { state, caller }: Cx,
+    id: web::Path<Uuid>,
+    q: web::Query<TrackQuery>,
+) -> ApiResult {
+    let id = id.into_inner();
+    validate::ordered("from", q.from, "to", q.to)?;
+    if q.to - q.from > MAX_WINDOW {
+        return Err(ApiError::invalid("to", "the window is at most 24 hours"));
+    }
+    let db = state.pool.get().await?;
+    let mut w = readable(&caller);
+    w.push("a.id = {}", id);
+    let sql = format!("SELECT 1 FROM agents a WHERE {}", w.where_clause());
+    db.query_opt(&sql, &w.refs())
+        .await?
+        .ok_or_else(|| ApiError::not_found_id("agent", id))?;
+    let statement = db
+        .prepare_cached(
+            "SELECT seq, lat, lon, \"timestamp\" AS ts FROM location_tracking
+             WHERE agent_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .await?;
+    let stop = q.from - REORDER_SLACK;
+    let mut cursor = i64::MAX;
+    // Newest first while reading; reversed at the end.
+    let mut points: Vec<(DateTime<Utc>, [f64; 2])> = Vec::new();
+    let mut truncated = false;
+    'pages: loop {
+        let rows = db.query(&statement, &[&id, &cursor, &PAGE]).await?;
+        let Some(last) = rows.last() else { break };
+        cursor = last.col("seq")?;
+        let mut older = true;
+        for r in &rows {
+            let ts: DateTime<Utc> = r.col("ts")?;
+            if ts >= stop {
+                older = false;
+            }
+            let (Some(lat), Some(lon)) =
+                (r.col::<Option<f64>>("lat")?, r.col::<Option<f64>>("lon")?)
+            else {
+                continue;
+            };
+            if ts >= q.from && ts < q.to {
+                if points.len() == MAX_POINTS {
+                    truncated = true;
+                    break 'pages;
+                }
+                points.push((ts, [lon, lat]));
+            }
+        }
+        if older || (rows.len() as i64) < PAGE {
+            break;
+        }
+    }
+    points.reverse();
+    let (times, coordinates) = points.into_iter().unzip();
+    Ok(HttpResponse::Ok().json(Track {
+        kind: "Feature".into(),
+        geometry: TrackGeometry {
+            kind: "LineString".into(),
+            coordinates,
+        },
+        properties: TrackProperties {
+            agent_id: id,
+            from: q.from,
+            to: q.to,
+            times,
+            truncated,
+        },
+    }))
+}
