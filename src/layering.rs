@@ -10,6 +10,7 @@ use std::{
 
 /// Modules that may import `api`: the HTTP and WebSocket edges and the assembly.
 const MAY_IMPORT_API: &[&str] = &["api", "ws", "startup"];
+// `ui` (the page) and `simulate` (a client) must not import it either: they are not listed.
 
 /// (module, module it must not import).
 const FORBIDDEN: &[(&str, &str)] = &[

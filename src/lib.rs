@@ -29,6 +29,7 @@ pub mod loadgen;
 pub mod observability;
 pub mod os;
 pub mod realtime;
+pub mod simulate;
 pub mod startup;
 pub mod state;
 pub mod storage;

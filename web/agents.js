@@ -78,8 +78,9 @@ export class AgentLayer {
     if (entry.trail.length > TRAIL_POINTS) entry.trail.shift();
     if (entry.marker) {
       entry.marker.setLatLng([fix.lat, fix.lon]);
-      entry.marker.setStyle(this.style(entry));
+      this.restyle(entry);
     } else {
+      entry.colour = this.colour(entry);
       entry.marker = L.circleMarker([fix.lat, fix.lon], { renderer: this.renderer, radius: 5, weight: 1, ...this.style(entry) });
       entry.marker.on("click", (e) => {
         L.DomEvent.stopPropagation(e);
@@ -98,15 +99,23 @@ export class AgentLayer {
   }
 
   style(entry) {
+    return { color: "#0008", fillColor: this.colour(entry), fillOpacity: 0.9 };
+  }
+
+  /// Restyles a marker only when its colour changes: a style change redraws the canvas.
+  restyle(entry) {
     const c = this.colour(entry);
-    return { color: "#0008", fillColor: c, fillOpacity: 0.9 };
+    if (c !== entry.colour && entry.marker) {
+      entry.colour = c;
+      entry.marker.setStyle(this.style(entry));
+    }
   }
 
   setOutside(id, outside) {
     const entry = this.agents.get(id);
     if (!entry) return;
     entry.outside = outside;
-    entry.marker?.setStyle(this.style(entry));
+    this.restyle(entry);
   }
 
   /// Attendance changes: on break, back, clocked out.
@@ -119,12 +128,12 @@ export class AgentLayer {
     }
     if (!entry) return;
     entry.status = attendanceStatus === "ON_BREAK" ? "on_break" : "on_duty";
-    entry.marker?.setStyle(this.style(entry));
+    this.restyle(entry);
   }
 
   /// Stale fixes turn grey without waiting for a frame.
   refreshAges() {
-    for (const entry of this.agents.values()) entry.marker?.setStyle(this.style(entry));
+    for (const entry of this.agents.values()) this.restyle(entry);
   }
 
   drawTrail(id) {

@@ -114,8 +114,13 @@ legend.onAdd = () => {
 };
 legend.addTo(map);
 const fenceLayer = L.layerGroup().addTo(map);
+// Site names only where they fit: from street level in.
+const LABELS_FROM_ZOOM = 15;
+const showLabels = () => $("map").classList.toggle("labels-off", map.getZoom() < LABELS_FROM_ZOOM);
+map.on("zoomend", showLabels);
 const agents = new AgentLayer(map, (id) => showAgent(id));
 page.agents = agents;
+page.map = map;
 /// Places an emergency as a click on the map does (also for scripted checks).
 page.place = (lat, lon, siteId = null) => placeEmergency(lat, lon, siteId);
 let placed = null;
@@ -139,7 +144,7 @@ async function loadSites() {
     } else {
       continue;
     }
-    shape.setStyle({ color: "#17324d", weight: 2, fillOpacity: 0.08 });
+    shape.setStyle({ color: "#17324d", weight: 2, fillColor: "#17324d", fillOpacity: 0.12 });
     shape.bindTooltip(site.name, { permanent: true, direction: "center", className: "site-label" });
     shape.on("click", (e) => {
       L.DomEvent.stopPropagation(e);
@@ -152,6 +157,7 @@ async function loadSites() {
   if (bounds.length) {
     map.fitBounds(bounds.reduce((a, b) => a.extend(b), L.latLngBounds(bounds[0])), { padding: [20, 20] });
   }
+  showLabels();
 }
 
 // ---------- live feed ----------
@@ -196,7 +202,7 @@ function onFrame(f) {
       setFeed("live");
       agents.replace(f.agents);
       for (const a of f.alerts) addAlert(alertFromSnapshot(a));
-      renderAlerts();
+      scheduleAlerts();
       break;
     case "positions":
       page.positionsFrames += 1;
@@ -206,7 +212,7 @@ function onFrame(f) {
       break;
     case "panic":
       addAlert({ kind: "panic", id: f.report_id, agent_id: f.agent_id, site_id: f.site_id, lat: f.lat, lon: f.lon, note: f.note, at: f.at, attached_to: f.attached_to });
-      renderAlerts();
+      scheduleAlerts();
       break;
     case "violation":
       if (f.state === "opened" && f.violation_id) {
@@ -218,19 +224,19 @@ function onFrame(f) {
         }
         agents.setOutside(f.agent_id, false);
       }
-      renderAlerts();
+      scheduleAlerts();
       break;
     case "emergency":
       addAlert({ kind: "emergency", id: f.emergency_id, site_id: f.site_id, lat: f.lat, lon: f.lon, description: f.description, at: f.at, priority: f.priority });
       trackEmergency(f.emergency_id, { assigned: f.assigned, unfilled: f.unfilled, description: f.description });
-      renderAlerts();
+      scheduleAlerts();
       break;
     case "emergency_step":
       emergencyStep(f);
       break;
     case "alert_closed":
       page.alerts.delete(`${f.alert}:${f.id}`);
-      renderAlerts();
+      scheduleAlerts();
       break;
     case "attendance":
       agents.setDuty(f.agent_id, f.status);
@@ -276,11 +282,25 @@ function where(a) {
   return a.lat != null ? `${a.lat.toFixed(5)}, ${a.lon.toFixed(5)}` : "unknown place";
 }
 
+/// Most alerts listed at once (the newest); the count shows them all.
+const MAX_LISTED = 200;
+let alertsFrame = 0;
+
+/// Re-renders the alerts once per animation frame however many events arrive.
+function scheduleAlerts() {
+  if (!alertsFrame) {
+    alertsFrame = requestAnimationFrame(() => {
+      alertsFrame = 0;
+      renderAlerts();
+    });
+  }
+}
+
 function renderAlerts() {
   const list = $("alerts");
   list.replaceChildren();
   const sorted = [...page.alerts.values()].sort((x, y) => (x.at < y.at ? 1 : -1));
-  for (const a of sorted) {
+  for (const a of sorted.slice(0, MAX_LISTED)) {
     const li = document.createElement("li");
     li.className = a.kind;
     li.dataset.key = a.key;
@@ -316,6 +336,11 @@ function renderAlerts() {
     if (a.lat != null) act("Show", () => map.setView([a.lat, a.lon], Math.max(map.getZoom(), 16)));
     list.appendChild(li);
   }
+  if (sorted.length > MAX_LISTED) {
+    const more = document.createElement("li");
+    more.textContent = `${sorted.length - MAX_LISTED} older alerts not listed`;
+    list.appendChild(more);
+  }
   const open = page.alerts.size;
   $("alert-count").textContent = open;
   $("alert-count").className = `badge ${open ? "hot" : ""}`;
@@ -325,7 +350,7 @@ async function closeAlert(a, path, body) {
   await api("POST", path, body);
   page.alerts.delete(a.key);
   alarm.clear(a.key);
-  renderAlerts();
+  scheduleAlerts();
 }
 
 // ---------- dispatch ----------

@@ -2,6 +2,7 @@
 //! subcommands. Exit codes: 0 success, 1 failure at run time, 2 bad usage or configuration.
 
 mod admin;
+mod demo;
 mod loadgen;
 mod migrate;
 mod seed;
@@ -62,6 +63,19 @@ pub enum Command {
         tokens_file: PathBuf,
     },
     /// Load the daemon with simulated agents and measure throughput and latency.
+    /// Runs the daemon on its own embedded PostgreSQL with the demo data and simulated
+    /// guards: open the printed URL. Ctrl-C stops everything.
+    Demo {
+        /// Address to listen on (default: `server.listen`, 127.0.0.1:8080).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Simulated guards (at most the agents with a shift running now).
+        #[arg(long, default_value_t = 60)]
+        agents: usize,
+        /// Where the demo's cluster, logins and tokens live.
+        #[arg(long, value_name = "DIR", default_value = demo::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     Loadgen(loadgen::LoadgenArgs),
     /// Manage administrators.
     Admin {
@@ -165,6 +179,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 ));
             }
             system.block_on(seed::demo(settings, tokens_file))
+        }
+        Command::Demo {
+            listen,
+            agents,
+            data_dir,
+        } => {
+            let settings = settings.with_listen(listen.as_deref())?;
+            system.block_on(demo::demo(settings, data_dir, agents))
         }
         Command::Loadgen(args) => system.block_on(loadgen::run(settings, args)),
         Command::Admin {

@@ -65,20 +65,40 @@ pub(super) async fn demo(settings: Settings, tokens_file: PathBuf) -> Result<(),
     let target = DatabaseTarget::open(&settings.database)
         .await
         .map_err(CliError::failed)?;
-    let result = run(&settings, &target, tokens_file).await;
+    let result = seed(&settings, &target, tokens_file).await;
     target.shutdown().await;
-    result
+    println!("{}", result?);
+    Ok(())
 }
 
-async fn run(
+/// Whether the database (migrated first) holds no user yet.
+pub(super) async fn is_empty(
     settings: &Settings,
     target: &DatabaseTarget,
-    tokens_file: PathBuf,
-) -> Result<(), CliError> {
+) -> Result<bool, CliError> {
     let mut client = connect_one(&target.url, &settings.database)
         .await
         .map_err(CliError::failed)?;
-    migrate_and_check_empty(&mut client).await?;
+    Ok(migrate_and_count_users(&mut client).await? == 0)
+}
+
+/// Seeds an empty database; returns the summary with the logins (printed or kept by the
+/// caller).
+pub(super) async fn seed(
+    settings: &Settings,
+    target: &DatabaseTarget,
+    tokens_file: PathBuf,
+) -> Result<String, CliError> {
+    let mut client = connect_one(&target.url, &settings.database)
+        .await
+        .map_err(CliError::failed)?;
+    let users = migrate_and_count_users(&mut client).await?;
+    if users > 0 {
+        return Err(CliError::Failed(format!(
+            "the database already holds {users} users; `seed --demo` only fills an empty database \
+             (use `bahinlink migrate reset --yes` first to start over)"
+        )));
+    }
     let mut seed = Seeder {
         tx: client.transaction().await.map_err(CliError::failed)?,
         rng: Rng(RNG_SEED),
@@ -95,12 +115,16 @@ async fn run(
     tokens::write_tokens_file(&tokens_file, &tokens_csv)?;
     // Commit last: if the file could not be written nothing is left half-seeded.
     commit(seed.tx, &tokens_file).await?;
-    print_summary(&logins, agents.len(), shift_count, &tokens_file);
-    Ok(())
+    Ok(summary(&logins, agents.len(), shift_count, &tokens_file))
 }
 
-/// Applies pending migrations, then refuses a database that already holds users.
-async fn migrate_and_check_empty(client: &mut Client) -> Result<(), CliError> {
+/// Writes `text` to a new file readable by its owner only (logins, tokens).
+pub(super) fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
+    tokens::write_tokens_file(path, text)
+}
+
+/// Applies pending migrations and counts the users.
+async fn migrate_and_count_users(client: &mut Client) -> Result<i64, CliError> {
     crate::storage::migrate::apply(client, None)
         .await
         .map_err(CliError::failed)?;
@@ -110,13 +134,7 @@ async fn migrate_and_check_empty(client: &mut Client) -> Result<(), CliError> {
         .map_err(CliError::failed)?
         .col("total")
         .map_err(CliError::failed)?;
-    if users > 0 {
-        return Err(CliError::Failed(format!(
-            "the database already holds {users} users; `seed --demo` only fills an empty database \
-             (use `bahinlink migrate reset --yes` first to start over)"
-        )));
-    }
-    Ok(())
+    Ok(users)
 }
 
 /// Records the seeding, with its counts, in the audit log.
@@ -143,23 +161,25 @@ async fn commit(tx: Transaction<'_>, tokens_file: &Path) -> Result<(), CliError>
     Ok(())
 }
 
-/// Prints the counts, every login with its one-time password, and where the device tokens are.
-fn print_summary(logins: &Logins, agents: usize, shifts: usize, tokens_file: &Path) {
-    println!(
-        "Demo data loaded: {} clients, {} sites, {} agents, {shifts} shifts, {} checkpoints.",
+/// The counts, every login with its one-time password, and where the device tokens are.
+fn summary(logins: &Logins, agents: usize, shifts: usize, tokens_file: &Path) -> String {
+    let mut out = format!(
+        "Demo data loaded: {} clients, {} sites, {} agents, {shifts} shifts, {} checkpoints.\n\n",
         CLIENTS.len(),
         SITES.len(),
         agents,
         SITES.len() * 5
     );
-    println!();
-    println!("{:<11} {:<36} PASSWORD", "ROLE", "EMAIL");
+    out.push_str(&format!("{:<11} {:<36} PASSWORD\n", "ROLE", "EMAIL"));
     for login in logins.all() {
-        println!("{:<11} {:<36} {}", login.role, login.email, login.password);
+        out.push_str(&format!(
+            "{:<11} {:<36} {}\n",
+            login.role, login.email, login.password
+        ));
     }
-    println!();
-    println!(
-        "Agents' device tokens (one per agent): {}",
+    out.push_str(&format!(
+        "\nAgents' device tokens (one per agent): {}",
         tokens_file.display()
-    );
+    ));
+    out
 }
