@@ -82,6 +82,12 @@ export class AgentLayer {
     } else {
       entry.colour = this.colour(entry);
       entry.marker = L.circleMarker([fix.lat, fix.lon], { renderer: this.renderer, radius: 5, weight: 1, ...this.style(entry) });
+      // Hovering shows who and how old the last fix is.
+      entry.marker.bindTooltip(() => {
+        const age = entry.at ? Math.round((Date.now() - Date.parse(entry.at)) / 1000) : null;
+        const fix = age === null ? "no fix" : age < 120 ? `fix ${age} s ago` : `fix ${Math.round(age / 60)} min ago`;
+        return `agent ${id.slice(0, 8)} · ${entry.status.replace("_", " ")} · ${fix}`;
+      });
       entry.marker.on("click", (e) => {
         L.DomEvent.stopPropagation(e);
         this.selected = id;

@@ -19,6 +19,7 @@ use crate::{
     },
     dispatch::messages::CloseEmergency,
     realtime::live::{AlertKind, LiveEvent},
+    state::AppState,
     storage::row::RowExt,
 };
 
@@ -53,7 +54,7 @@ const EMERGENCIES: Table = Table {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AlertClosed {
     pub id: Uuid,
-    pub alert: String,
+    pub alert: AlertKind,
     pub closed_by: Uuid,
     pub closed_at: DateTime<Utc>,
     /// Other rows closed with it (repeats of the same panic).
@@ -76,6 +77,32 @@ fn already(what: &str) -> ApiError {
     }
 }
 
+/// Tells every console the alert is closed, and answers the request.
+fn announce(
+    state: &AppState,
+    alert: AlertKind,
+    id: Uuid,
+    site_id: Option<Uuid>,
+    closed_by: Uuid,
+    closed_at: DateTime<Utc>,
+    also_closed: Vec<Uuid>,
+) -> HttpResponse {
+    let _ = state.live.send(LiveEvent::AlertClosed {
+        alert,
+        id,
+        site_id,
+        by: closed_by,
+        at: closed_at,
+    });
+    HttpResponse::Ok().json(AlertClosed {
+        id,
+        alert,
+        closed_by,
+        closed_at,
+        also_closed,
+    })
+}
+
 /// Acknowledges a panic alarm and the repeats attached to it: the reports move from SUBMITTED
 /// to UNDER_REVIEW, the alarm stops on every console. ADMIN, SUPERVISOR.
 #[utoipa::path(post, path = "/api/v1/panics/{id}/acknowledge", tag = "alerts", security(("bearer" = [])),
@@ -85,13 +112,7 @@ pub async fn acknowledge_panic(Cx { state, caller }: Cx, id: web::Path<Uuid>) ->
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before = PANICS.lock(&tx, id).await?;
-    if before["report_type"] != "EMERGENCY" {
-        return Err(ApiError::not_found_id("panic", id));
-    }
-    if before["status"] != "SUBMITTED" {
-        return Err(already("panic"));
-    }
+    let before = lock_open(&tx, &PANICS, id, ("report_type", "EMERGENCY"), "SUBMITTED").await?;
     let rows = tx
         .query(
             "UPDATE reports SET status = 'UNDER_REVIEW', reviewed_by = $2, reviewed_at = now()
@@ -124,20 +145,15 @@ pub async fn acknowledge_panic(Cx { state, caller }: Cx, id: web::Path<Uuid>) ->
         .await?;
     tx.commit().await?;
     let site_id = before["site_id"].as_str().and_then(|s| s.parse().ok());
-    let _ = state.live.send(LiveEvent::AlertClosed {
-        alert: AlertKind::Panic,
+    Ok(announce(
+        &state,
+        AlertKind::Panic,
         id,
         site_id,
-        by: caller.user_id,
-        at: closed_at,
-    });
-    Ok(HttpResponse::Ok().json(AlertClosed {
-        id,
-        alert: "panic".into(),
-        closed_by: caller.user_id,
+        caller.user_id,
         closed_at,
         also_closed,
-    }))
+    ))
 }
 
 /// Resolves an open geofence violation with a note (the agent may still be outside: a new
@@ -174,20 +190,15 @@ pub async fn resolve_violation(
         .audit(&tx, &caller, "resolve", id, Some(&before), Some(&after))
         .await?;
     tx.commit().await?;
-    let _ = state.live.send(LiveEvent::AlertClosed {
-        alert: AlertKind::Violation,
+    Ok(announce(
+        &state,
+        AlertKind::Violation,
         id,
-        site_id: Some(site_id),
-        by: caller.user_id,
-        at: closed_at,
-    });
-    Ok(HttpResponse::Ok().json(AlertClosed {
-        id,
-        alert: "violation".into(),
-        closed_by: caller.user_id,
+        Some(site_id),
+        caller.user_id,
         closed_at,
-        also_closed: Vec::new(),
-    }))
+        Vec::new(),
+    ))
 }
 
 /// Closes an emergency: its shift is COMPLETED now, proposals still unanswered are
@@ -199,13 +210,14 @@ pub async fn close_emergency(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> A
     let id = id.into_inner();
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let before = EMERGENCIES.lock(&tx, id).await?;
-    if before["shift_type"] != "EMERGENCY" {
-        return Err(ApiError::not_found_id("emergency", id));
-    }
-    if before["status"] != "IN_PROGRESS" {
-        return Err(already("emergency"));
-    }
+    let before = lock_open(
+        &tx,
+        &EMERGENCIES,
+        id,
+        ("shift_type", "EMERGENCY"),
+        "IN_PROGRESS",
+    )
+    .await?;
     let row = tx
         .query_one(
             "UPDATE shifts s SET status = 'COMPLETED', end_time = GREATEST(now(), start_time + interval '1 second')
@@ -227,20 +239,34 @@ pub async fn close_emergency(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> A
         .await?;
     tx.commit().await?;
     state.dispatcher.do_send(CloseEmergency(id));
-    let _ = state.live.send(LiveEvent::AlertClosed {
-        alert: AlertKind::Emergency,
+    Ok(announce(
+        &state,
+        AlertKind::Emergency,
         id,
         site_id,
-        by: caller.user_id,
-        at: closed_at,
-    });
-    Ok(HttpResponse::Ok().json(AlertClosed {
-        id,
-        alert: "emergency".into(),
-        closed_by: caller.user_id,
+        caller.user_id,
         closed_at,
-        also_closed: Vec::new(),
-    }))
+        Vec::new(),
+    ))
+}
+
+/// Locks a live row that must be of a kind (`(column, value)`: 404 otherwise) and still have
+/// `open_status` (409 otherwise).
+async fn lock_open(
+    tx: &tokio_postgres::Transaction<'_>,
+    table: &Table,
+    id: Uuid,
+    (column, kind): (&str, &str),
+    open_status: &str,
+) -> Result<Value, ApiError> {
+    let before = table.lock(tx, id).await?;
+    if before[column] != kind {
+        return Err(ApiError::not_found_id(table.noun, id));
+    }
+    if before["status"] != open_status {
+        return Err(already(table.noun));
+    }
+    Ok(before)
 }
 
 /// Locks a row of a table without soft deletes.

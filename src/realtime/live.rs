@@ -14,7 +14,7 @@ use crate::domain::{
 pub use crate::geofence::watch::FenceEvent;
 
 /// The kind of alert a person closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A panic report, acknowledged.

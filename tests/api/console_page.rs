@@ -13,6 +13,18 @@ use crate::{
     helpers::{make_agent, make_client, make_site, spawn_app, square, TestApp},
 };
 
+/// Signs `email` in through the page and waits for the live feed.
+async fn signed_in(browser: &Browser, app: &TestApp, email: &str, password: &str) {
+    browser.sign_in(&app.address, email, password).await;
+    browser
+        .until(
+            Duration::from_secs(10),
+            "the live feed",
+            "return window.bahinlink.feed === 'live'",
+        )
+        .await;
+}
+
 async fn save_screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
@@ -65,16 +77,7 @@ async fn sign_in_map_panic_alarm_acknowledge_and_dispatch() {
     let mut responder_device = on_duty(&app, &responder_token, responder_shift).await;
 
     let browser = Browser::open().await;
-    browser
-        .sign_in(&app.address, &f.admin.email, &f.admin.password)
-        .await;
-    browser
-        .until(
-            Duration::from_secs(10),
-            "the live feed",
-            "return window.bahinlink.feed === 'live'",
-        )
-        .await;
+    signed_in(&browser, &app, &f.admin.email, &f.admin.password).await;
     assert_eq!(
         browser.eval("return window.bahinlink.sites.size").await,
         json!(1),
@@ -203,16 +206,7 @@ async fn a_client_user_sees_only_its_sites_and_an_agent_is_refused() {
     let agent_user = app.user("AGENT", None).await;
 
     let browser = Browser::open().await;
-    browser
-        .sign_in(&app.address, &client_user.email, &client_user.password)
-        .await;
-    browser
-        .until(
-            Duration::from_secs(10),
-            "the live feed",
-            "return window.bahinlink.feed === 'live'",
-        )
-        .await;
+    signed_in(&browser, &app, &client_user.email, &client_user.password).await;
     assert_eq!(
         browser.eval("return window.bahinlink.sites.size").await,
         json!(1)

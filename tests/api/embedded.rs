@@ -186,3 +186,96 @@ fn a_bin_dir_without_postgres_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/pg/bin"), "{stderr}");
     std::fs::remove_dir_all(&data_dir).unwrap();
 }
+
+#[actix_web::test]
+async fn demo_serves_the_console_with_simulated_guards_and_stops_everything() {
+    use std::io::{BufRead, BufReader};
+    let data_dir = scratch_dir("demo");
+    let port = free_port();
+    let mut child = bahinlink()
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--agents",
+            "5",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .env("BAHINLINK_SERVER__WORKERS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bahinlink demo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("simulated guards"))
+    {
+        assert!(Instant::now() < deadline, "demo did not start: {printed:?}");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            printed.push(line);
+        }
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    assert!(printed.iter().any(|l| l.contains(&url)), "{printed:?}");
+    let password = printed
+        .iter()
+        .find(|l| l.starts_with("ADMIN"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .expect("the ADMIN login is printed")
+        .to_owned();
+    assert!(
+        printed.iter().any(|l| l.contains("5 simulated guards")),
+        "{printed:?}"
+    );
+    let http = awc::Client::default();
+    let page = http.get(&url).send().await.unwrap().body().await.unwrap();
+    assert!(String::from_utf8_lossy(&page).contains("BahinLink Dispatch"));
+    let mut login = http
+        .post(format!("{url}api/v1/auth/login"))
+        .send_json(&serde_json::json!({"email": "admin@bahinlink.demo", "password": password}))
+        .await
+        .unwrap();
+    let token = login.json::<serde_json::Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The guards clock in and move: the dispatcher sees them on duty with a fix.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut r = http
+            .get(format!("{url}api/v1/dispatch/agents"))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .send()
+            .await
+            .unwrap();
+        let agents: serde_json::Value = r.json().limit(1 << 20).await.unwrap();
+        let moving = agents
+            .as_array()
+            .map_or(0, |a| a.iter().filter(|x| !x["fix"].is_null()).count());
+        if moving >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no simulated guard on duty: {agents}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (code, _) = stop(child, libc::SIGINT);
+    assert_eq!(code, Some(0));
+    assert!(
+        !postgres_running(&data_dir),
+        "PostgreSQL left running after Ctrl-C"
+    );
+    assert!(data_dir.join("demo-logins.txt").exists());
+}

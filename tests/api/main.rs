@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one throwaway PostgreSQL cluster, a database per test.
 
 mod access;
+mod alerts;
 mod attendance;
 mod auth;
 mod browser;
