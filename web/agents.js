@@ -46,7 +46,7 @@ export class AgentLayer {
     this.pending.clear();
     for (const a of list) {
       const fix = a.fix ? { lat: a.fix[0], lon: a.fix[1], at: a.fix[2] } : null;
-      const entry = { marker: null, status: a.status, at: fix?.at, shift_id: a.shift_id, outside: false, trail: [] };
+      const entry = { marker: null, status: a.status, at: fix?.at, shift_id: a.shift_id, outside: false, trail: [], emergency: a.emergency_id };
       this.agents.set(a.agent_id, entry);
       if (fix) this.place(a.agent_id, entry, fix);
     }
@@ -122,6 +122,22 @@ export class AgentLayer {
     if (!entry) return;
     entry.outside = outside;
     this.restyle(entry);
+  }
+
+  /// Sent to an emergency (its id), or back from it (null).
+  setResponding(id, emergencyId) {
+    const entry = this.agents.get(id);
+    if (!entry) return;
+    entry.emergency = emergencyId;
+    entry.status = emergencyId ? "responding" : "on_duty";
+    this.restyle(entry);
+  }
+
+  /// An emergency was closed: its agents are back on duty.
+  releaseEmergency(emergencyId) {
+    for (const [id, entry] of this.agents) {
+      if (entry.emergency === emergencyId) this.setResponding(id, null);
+    }
   }
 
   /// Attendance changes: on break, back, clocked out.

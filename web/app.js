@@ -66,11 +66,16 @@ function showLogin(message = "") {
   $("login-error").textContent = message;
 }
 
+/// Signs out: the page is reloaded, so nothing of the previous user (alerts, emergencies,
+/// agents, panels) stays for the next one; the message is shown on the fresh login form.
 function signedOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
-  feed?.close();
+  if (message) sessionStorage.setItem("bahinlink.message", message);
+  const ws = feed;
+  feed = null;
+  ws?.close();
   alarm.silence();
-  showLogin(message);
+  location.reload();
 }
 
 $("login-form").addEventListener("submit", async (e) => {
@@ -145,7 +150,10 @@ async function loadSites() {
       continue;
     }
     shape.setStyle({ color: "#17324d", weight: 2, fillColor: "#17324d", fillOpacity: 0.12 });
-    shape.bindTooltip(site.name, { permanent: true, direction: "center", className: "site-label" });
+    // A text node, not HTML: a site's name is whatever an operator typed.
+    const label = document.createElement("span");
+    label.textContent = site.name;
+    shape.bindTooltip(label, { permanent: true, direction: "center", className: "site-label" });
     shape.on("click", (e) => {
       L.DomEvent.stopPropagation(e);
       const c = shape.getBounds().getCenter();
@@ -177,13 +185,19 @@ function connectFeed() {
     retry = 1000;
     ws.send(JSON.stringify({ type: "subscribe", site_ids: null, kinds: null }));
   };
-  ws.onmessage = (m) => onFrame(JSON.parse(m.data));
+  ws.onmessage = (m) => {
+    if (feed === ws) onFrame(JSON.parse(m.data));
+  };
   ws.onclose = (e) => {
     if (feed !== ws) return;
     setFeed("down");
     if (e.code === 4001) return signedOut("Your session ended; sign in again.");
-    // 4003 (access changed) and network losses: reconnect, a new snapshot follows.
-    setTimeout(connectFeed, retry);
+    // The role or client changed: start over with the new scope.
+    if (e.code === 4003) return location.reload();
+    // Network losses: reconnect, a new snapshot follows.
+    setTimeout(() => {
+      if (feed === ws) connectFeed();
+    }, retry);
     retry = Math.min(retry * 2, 15000);
   };
 }
@@ -201,7 +215,14 @@ function onFrame(f) {
       page.snapshots += 1;
       setFeed("live");
       agents.replace(f.agents);
-      for (const a of f.alerts) addAlert(alertFromSnapshot(a));
+      // The snapshot is the truth: alerts closed meanwhile go, the alarm follows it.
+      page.alerts.clear();
+      alarm.silence();
+      for (const a of f.alerts) {
+        addAlert(alertFromSnapshot(a));
+        if (a.kind === "violation") agents.setOutside(a.agent_id, true);
+        if (a.kind === "emergency") trackEmergency(a.emergency_id, { description: a.description });
+      }
       scheduleAlerts();
       break;
     case "positions":
@@ -209,6 +230,8 @@ function onFrame(f) {
       agents.move(f.items);
       break;
     case "lagged":
+      // Events were lost: ask for a fresh snapshot.
+      feed?.send(JSON.stringify({ type: "subscribe", site_ids: null, kinds: null }));
       break;
     case "panic":
       addAlert({ kind: "panic", id: f.report_id, agent_id: f.agent_id, site_id: f.site_id, lat: f.lat, lon: f.lon, note: f.note, at: f.at, attached_to: f.attached_to });
@@ -236,6 +259,8 @@ function onFrame(f) {
       break;
     case "alert_closed":
       page.alerts.delete(`${f.alert}:${f.id}`);
+      alarm.clear(`${f.alert}:${f.id}`);
+      if (f.alert === "emergency") agents.releaseEmergency(f.id);
       scheduleAlerts();
       break;
     case "attendance":
@@ -325,14 +350,15 @@ function renderAlerts() {
       });
       actions.appendChild(b);
     };
-    if (a.kind === "panic") act("Acknowledge", () => closeAlert(a, `/api/v1/panics/${a.id}/acknowledge`, {}));
-    if (a.kind === "violation") {
+    const staff = page.user?.role === "ADMIN" || page.user?.role === "SUPERVISOR";
+    if (staff && a.kind === "panic") act("Acknowledge", () => closeAlert(a, `/api/v1/panics/${a.id}/acknowledge`, {}));
+    if (staff && a.kind === "violation") {
       act("Resolve", () => {
         const note = prompt("Note for the record", "") ?? "";
         return closeAlert(a, `/api/v1/violations/${a.id}/resolve`, { note });
       });
     }
-    if (a.kind === "emergency") act("Close", () => closeAlert(a, `/api/v1/emergencies/${a.id}/close`, {}));
+    if (staff && a.kind === "emergency") act("Close", () => closeAlert(a, `/api/v1/emergencies/${a.id}/close`, {}));
     if (a.lat != null) act("Show", () => map.setView([a.lat, a.lon], Math.max(map.getZoom(), 16)));
     list.appendChild(li);
   }
@@ -347,7 +373,12 @@ function renderAlerts() {
 }
 
 async function closeAlert(a, path, body) {
-  await api("POST", path, body);
+  try {
+    await api("POST", path, body);
+  } catch (err) {
+    // Closed meanwhile by someone else: it goes all the same.
+    if (err.status !== 409) throw err;
+  }
   page.alerts.delete(a.key);
   alarm.clear(a.key);
   scheduleAlerts();
@@ -386,14 +417,25 @@ $("emergency-form").addEventListener("submit", async (e) => {
 
 function trackEmergency(id, { assigned = [], details = [], unfilled = 0, description }) {
   const e = page.emergencies.get(id) ?? { id, steps: new Map(), description, unfilled };
-  for (const d of details) e.steps.set(d.agent_id, { step: "proposed", distance_m: d.distance_m, eta_s: d.eta_s });
+  // A step that arrived first (an answer) is kept; the REST answer only adds distance and ETA.
+  for (const d of details) {
+    const prev = e.steps.get(d.agent_id);
+    e.steps.set(d.agent_id, { step: prev?.step ?? "proposed", distance_m: d.distance_m, eta_s: d.eta_s });
+  }
   for (const agentId of assigned) if (!e.steps.has(agentId)) e.steps.set(agentId, { step: "proposed" });
   e.unfilled = unfilled;
   page.emergencies.set(id, e);
+  while (page.emergencies.size > MAX_EMERGENCIES) page.emergencies.delete(page.emergencies.keys().next().value);
   renderEmergencies();
 }
 
+/// Most emergencies kept in the dispatch list (a wall screen runs for 12 hours).
+const MAX_EMERGENCIES = 50;
+
 function emergencyStep(f) {
+  if (f.agent_id) {
+    agents.setResponding(f.agent_id, f.step === "proposed" || f.step === "accepted" ? f.emergency_id : null);
+  }
   const e = page.emergencies.get(f.emergency_id) ?? { id: f.emergency_id, steps: new Map(), unfilled: 0 };
   if (f.agent_id) {
     const prev = e.steps.get(f.agent_id) ?? {};
@@ -474,7 +516,14 @@ async function loadShifts() {
           b.disabled = true;
           try {
             const r = await api("POST", `/api/v1/shifts/${s.id}/auto-assign`);
-            div.children[2].textContent = `agent ${r.agent_id.slice(0, 8)}, score ${r.score.toFixed(2)}`;
+            // Why this agent: its cost, the runners-up, and what the hard rules excluded.
+            const excluded = Object.entries(r.excluded ?? {})
+              .map(([rule, n]) => `${rule.replaceAll("_", " ")} ${n}`)
+              .join(", ");
+            const next = (r.alternatives ?? []).length;
+            div.children[2].textContent = `agent ${r.agent_id.slice(0, 8)}, cost ${r.score.toFixed(2)}; ${next} runner(s)-up${excluded ? `; excluded: ${excluded}` : ""}`;
+            div.className = "shift assigned";
+            div.children[1].textContent = "assigned";
           } catch (err) {
             div.children[2].textContent = err.message;
             b.disabled = false;
@@ -547,10 +596,13 @@ for (const t of document.querySelectorAll(".tab")) t.addEventListener("click", (
 setInterval(() => {
   $("counts").textContent = `${agents.size()} agents on duty`;
   agents.refreshAges();
+  scheduleAlerts();
 }, 5000);
 
 async function start() {
-  if (!sessionStorage.getItem(TOKEN_KEY)) return showLogin();
+  const message = sessionStorage.getItem("bahinlink.message") ?? "";
+  sessionStorage.removeItem("bahinlink.message");
+  if (!sessionStorage.getItem(TOKEN_KEY)) return showLogin(message);
   let me;
   try {
     me = await api("GET", "/api/v1/auth/me");
@@ -562,6 +614,10 @@ async function start() {
     return showLogin("Agents have no control-room console; use the phone app.");
   }
   page.user = me;
+  // CLIENT users read; they do not dispatch, assign or close alerts.
+  const staff = me.role === "ADMIN" || me.role === "SUPERVISOR";
+  $("auto-fill").hidden = !staff;
+  $("emergency-form").hidden = !staff;
   $("who").textContent = `${me.email} (${me.role})`;
   $("login").hidden = true;
   $("console").hidden = false;

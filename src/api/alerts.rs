@@ -145,6 +145,16 @@ pub async fn acknowledge_panic(Cx { state, caller }: Cx, id: web::Path<Uuid>) ->
         .await?;
     tx.commit().await?;
     let site_id = before["site_id"].as_str().and_then(|s| s.parse().ok());
+    // The repeats go from every console with it.
+    for repeat in &also_closed {
+        let _ = state.live.send(LiveEvent::AlertClosed {
+            alert: AlertKind::Panic,
+            id: *repeat,
+            site_id,
+            by: caller.user_id,
+            at: closed_at,
+        });
+    }
     Ok(announce(
         &state,
         AlertKind::Panic,

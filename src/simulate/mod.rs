@@ -255,6 +255,9 @@ where
                     sink.send(send(panic)).await.map_err(|_| "send")?;
                     *seq += 1;
                 }
+                if wander_until.is_some_and(|u| u <= std::time::Instant::now()) {
+                    wander_until = None;
+                }
                 if wander_until.is_none() && rng.unit() < p_wander {
                     wander_until = Some(std::time::Instant::now() + Duration::from_secs(60));
                 }
@@ -264,7 +267,6 @@ where
                     // 400 m north of the site: outside any demo fence.
                     (g.centre.0 + 0.0036, g.centre.1)
                 } else if let Some(c) = g.checkpoints.get(next_checkpoint % g.checkpoints.len().max(1)) {
-                    wander_until = None;
                     (c.0, c.1)
                 } else {
                     g.centre

@@ -67,11 +67,16 @@ fn tile_origin(url: &str) -> Option<&str> {
     Some(&url[..url.len() - rest.len() + host_end])
 }
 
+/// The tile servers' CSP source: a `{s}` subdomain placeholder becomes `*`.
+fn tile_source(url: &str) -> String {
+    tile_origin(url).unwrap_or("").replace("{s}", "*")
+}
+
 /// The Content-Security-Policy of the page: its own scripts and styles only (Leaflet sets
 /// inline styles on map elements), images from itself and the tile server, and connections
 /// to itself (REST and WebSocket).
 fn content_security_policy(tile_url: &str) -> String {
-    let tiles = tile_origin(tile_url).unwrap_or("");
+    let tiles = tile_source(tile_url);
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
          img-src 'self' data: {tiles}; connect-src 'self' ws: wss:; frame-ancestors 'self'; \
@@ -146,6 +151,10 @@ mod tests {
             Some("https://tile.example.org")
         );
         assert_eq!(tile_origin(""), None);
+        assert_eq!(
+            tile_source("https://{s}.tile.example.org/{z}/{x}/{y}.png"),
+            "https://*.tile.example.org"
+        );
         assert_eq!(attribute(r#"a"b<c>&"#), "a&quot;b&lt;c&gt;&amp;");
         assert!(content_security_policy("").contains("script-src 'self';"));
     }

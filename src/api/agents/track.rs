@@ -1,5 +1,5 @@
 //! `GET /api/v1/agents/{id}/track?from=&to=`: where an agent went, as a GeoJSON LineString
-//! of its trusted fixes in the device's order. Read backwards along `location_tracking`'s key
+//! of its trusted fixes in the device's order (for a CLIENT user, only those at its sites). Read backwards along `location_tracking`'s key
 //! `(agent_id, seq)` a page at a time from the newest row, stopping once the rows are older
 //! than `from`: the work is the rows since `from`, however long the agent's history.
 
@@ -16,6 +16,7 @@ use crate::{
         error::{ApiError, ApiResult, ErrorBody},
         validate,
     },
+    domain::enums::UserRole,
     storage::row::RowExt,
 };
 
@@ -93,10 +94,17 @@ pub async fn track(
         .ok_or_else(|| ApiError::not_found_id("agent", id))?;
     let statement = db
         .prepare_cached(
-            "SELECT seq, lat, lon, \"timestamp\" AS ts FROM location_tracking
+            "SELECT seq, lat, lon, \"timestamp\" AS ts, is_trusted, site_id FROM location_tracking
              WHERE agent_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .await?;
+    // A CLIENT user sees the agent only where it worked for the client: fixes at its sites.
+    let only_sites = (caller.role == UserRole::Client).then(|| {
+        state
+            .geofences
+            .snapshot()
+            .sites_of_client(caller.client_id.unwrap_or_default())
+    });
     let stop = q.from - REORDER_SLACK;
     let mut cursor = i64::MAX;
     // Newest first while reading; reversed at the end.
@@ -117,7 +125,12 @@ pub async fn track(
             else {
                 continue;
             };
-            if ts >= q.from && ts < q.to {
+            let trusted: bool = r.col("is_trusted")?;
+            let site: Option<Uuid> = r.col("site_id")?;
+            let visible = only_sites
+                .as_ref()
+                .is_none_or(|sites| site.is_some_and(|s| sites.contains(&s)));
+            if trusted && visible && ts >= q.from && ts < q.to {
                 if points.len() == MAX_POINTS {
                     truncated = true;
                     break 'pages;

@@ -61,6 +61,7 @@ pub(super) async fn open_alerts(
         .query(
             "SELECT id, agent_id, site_id, lat, lon, description, occurred_at
              FROM reports WHERE report_type = 'EMERGENCY' AND status = 'SUBMITTED' AND created_at > now() - interval '24 hours'
+               AND data->>'attached_to' IS NULL
                AND ($1::uuid[] IS NULL OR site_id = ANY($1))",
             &[&allowed],
         )
