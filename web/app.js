@@ -131,7 +131,10 @@ page.place = (lat, lon, siteId = null) => placeEmergency(lat, lon, siteId);
 let placed = null;
 let placedMarker = null;
 
-map.on("click", (e) => placeEmergency(e.latlng.lat, e.latlng.lng, null));
+// A click on an agent selects it (agents.js); anywhere else it places an emergency.
+map.on("click", (e) => {
+  if (!agents.pick(e.containerPoint)) placeEmergency(e.latlng.lat, e.latlng.lng, null);
+});
 
 async function loadSites() {
   const sites = await listAll("/api/v1/sites");
@@ -426,7 +429,7 @@ function trackEmergency(id, { assigned = [], details = [], unfilled = 0, descrip
   e.unfilled = unfilled;
   page.emergencies.set(id, e);
   while (page.emergencies.size > MAX_EMERGENCIES) page.emergencies.delete(page.emergencies.keys().next().value);
-  renderEmergencies();
+  scheduleEmergencies();
 }
 
 /// Most emergencies kept in the dispatch list (a wall screen runs for 12 hours).
@@ -444,7 +447,19 @@ function emergencyStep(f) {
     e.unfilled += 1;
   }
   page.emergencies.set(f.emergency_id, e);
-  renderEmergencies();
+  scheduleEmergencies();
+}
+
+let emergenciesFrame = 0;
+
+/// Re-renders the dispatch list once per animation frame however many steps arrive.
+function scheduleEmergencies() {
+  if (!emergenciesFrame) {
+    emergenciesFrame = requestAnimationFrame(() => {
+      emergenciesFrame = 0;
+      renderEmergencies();
+    });
+  }
 }
 
 function renderEmergencies() {

@@ -95,7 +95,7 @@ async fn sign_in_map_panic_alarm_acknowledge_and_dispatch() {
     guard.ack(3).await;
     let moved = format!(
         "const a = window.bahinlink.agents.get('{}'); \
-         return !!(a && a.marker && Math.abs(a.marker.getLatLng().lat - {}) < 1e-6)",
+         return !!(a && Math.abs(a.lat - {}) < 1e-6)",
         f.agent,
         INSIDE.0 + 0.001
     );
