@@ -29,6 +29,8 @@ use crate::{
 
 /// What the feed updates.
 pub(crate) struct Caches {
+    /// Alerts and notifications to announce (ids), and `None` after every (re)connection.
+    pub announce: mpsc::UnboundedSender<Option<Change>>,
     pub pool: Pool,
     pub geofences: Arc<GeofenceIndex>,
     pub dispatcher: Addr<Dispatcher>,
@@ -48,6 +50,16 @@ struct Batch {
 }
 
 impl Batch {
+    /// Nothing for the caches (a burst of alerts only).
+    fn is_empty(&self) -> bool {
+        !self.everything
+            && self.sites.is_empty()
+            && self.agents.is_empty()
+            && self.users.is_empty()
+            && self.shifts.is_empty()
+            && self.keys.is_empty()
+    }
+
     fn add(&mut self, e: FeedEvent) {
         match e {
             FeedEvent::Connected => self.everything = true,
@@ -66,6 +78,8 @@ impl Batch {
             FeedEvent::Change(Change::ApiKey(id)) => {
                 self.keys.insert(id);
             }
+            // Forwarded before they reach a batch (`forward`).
+            FeedEvent::Change(Change::Alert(_) | Change::Notification(_)) => {}
         }
     }
 }
@@ -79,10 +93,15 @@ const ATTEMPTS: u32 = 5;
 pub(crate) async fn apply_feed(mut rx: mpsc::UnboundedReceiver<FeedEvent>, caches: Caches) {
     while let Some(first) = rx.recv().await {
         let mut batch = Batch::default();
+        forward(&caches, first);
         batch.add(first);
         let deadline = tokio::time::Instant::now() + GATHER;
         while let Ok(Some(e)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            forward(&caches, e);
             batch.add(e);
+        }
+        if batch.is_empty() {
+            continue;
         }
         let mut attempt = 1;
         loop {
@@ -102,6 +121,17 @@ pub(crate) async fn apply_feed(mut rx: mpsc::UnboundedReceiver<FeedEvent>, cache
             }
         }
     }
+}
+
+/// Alerts and notifications go to the announcer as they come (no cache to update).
+fn forward(c: &Caches, e: FeedEvent) {
+    let item = match e {
+        FeedEvent::Connected => None,
+        FeedEvent::Change(ch @ (Change::Alert(_) | Change::Notification(_))) => Some(ch),
+        FeedEvent::Change(_) => return,
+    };
+    // The announcer stops only with the daemon.
+    let _ = c.announce.send(item);
 }
 
 /// Applies one batch of changes; a failure leaves it to be retried.

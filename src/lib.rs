@@ -14,6 +14,7 @@
 //!
 //! `layering` (tests only) fails when an import breaks this map.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod changes;

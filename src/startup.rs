@@ -27,6 +27,8 @@ pub use crate::state::AppState;
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error(transparent)]
+    WebhookKey(#[from] crate::alerts::webhooks::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -57,6 +59,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { addr, source })?
             .port();
 
+        let webhook_key = crate::alerts::webhooks::load_or_create_key(&settings.webhooks.key_file)?;
         let settings = Arc::new(settings);
         let writer =
             crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
@@ -82,6 +85,8 @@ impl Application {
         }
         let violations =
             crate::ingest::violations::ViolationWriter::start(pool.clone(), live.clone());
+        // Alerts and notifications committed anywhere reach consoles through the change feed.
+        let (announce_tx, announce_rx) = tokio::sync::mpsc::unbounded_channel();
         // The database's change feed keeps the caches true to changes made elsewhere.
         if settings.database.url.is_empty() {
             tracing::warn!("no database URL given to the application: no change feed");
@@ -96,6 +101,7 @@ impl Application {
                     actix::spawn(crate::changes::apply_feed(
                         rx,
                         crate::changes::Caches {
+                            announce: announce_tx,
                             pool: pool.clone(),
                             geofences: geofences.clone(),
                             dispatcher: dispatcher.clone(),
@@ -107,7 +113,17 @@ impl Application {
                 (_, Err(e)) => tracing::error!(error = %e, "no change feed"),
             }
         }
+        crate::alerts::Engine {
+            pool: pool.clone(),
+            settings: settings.clone(),
+            dispatcher: dispatcher.clone(),
+            hub: hub.clone(),
+            live: live.clone(),
+            webhook_key,
+        }
+        .start(announce_rx);
         let state = web::Data::new(AppState {
+            webhook_key,
             pool,
             metrics: observability::prometheus(),
             settings: settings.clone(),

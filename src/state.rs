@@ -37,6 +37,8 @@ pub struct AppState {
     pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
     /// Writes geofence violations, retrying each until it is committed.
     pub violations: crate::ingest::violations::ViolationWriter,
+    /// The key webhook signing secrets derive from (`webhooks.key_file`; never logged).
+    pub webhook_key: [u8; 32],
     /// Announces revoked device tokens (api_keys.id) so that live connections using them
     /// are closed at once.
     pub device_revocations: tokio::sync::broadcast::Sender<uuid::Uuid>,

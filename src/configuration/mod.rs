@@ -14,9 +14,9 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 pub use sections::{
-    AuthSettings, ConsoleSettings, DatabaseSettings, DispatchSettings, EmbeddedSettings,
-    GeofenceSettings, HashCost, IngestSettings, LogFormat, LoggingSettings, ServerSettings,
-    WriterSettings,
+    AlertSettings, AuthSettings, ConsoleSettings, DatabaseSettings, DispatchSettings,
+    EmbeddedSettings, GeofenceSettings, HashCost, IngestSettings, LogFormat, LoggingSettings,
+    SafetySettings, ServerSettings, WebhookSettings, WriterSettings,
 };
 
 /// The compiled-in defaults; also the reference documentation of every setting.
@@ -47,6 +47,12 @@ pub struct Settings {
     pub dispatch: DispatchSettings,
     /// Control-room consoles.
     pub console: ConsoleSettings,
+    /// The alert engine: its tick and escalation delays.
+    pub alerts: AlertSettings,
+    /// Lone-worker, device-offline and late clock-in rules.
+    pub safety: SafetySettings,
+    /// Webhook deliveries.
+    pub webhooks: WebhookSettings,
 }
 
 /// What was wrong with the configuration; every variant names the key or variable.

@@ -240,3 +240,68 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
+
+/// `[alerts]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// How often tours, safety rules and escalation run.
+    pub tick_ms: u64,
+    /// Seconds an unacknowledged LOW alert waits before each escalation.
+    pub escalate_low_s: u64,
+    /// The same for MEDIUM.
+    pub escalate_medium_s: u64,
+    /// The same for HIGH.
+    pub escalate_high_s: u64,
+    /// The same for CRITICAL.
+    pub escalate_critical_s: u64,
+    /// The highest escalation level.
+    pub max_escalation_level: i32,
+}
+
+impl AlertSettings {
+    /// The escalation delay of a severity.
+    pub fn escalate_after(&self, severity: crate::domain::enums::AlertSeverity) -> Duration {
+        use crate::domain::enums::AlertSeverity::*;
+        Duration::from_secs(match severity {
+            Low => self.escalate_low_s,
+            Medium => self.escalate_medium_s,
+            High => self.escalate_high_s,
+            Critical => self.escalate_critical_s,
+        })
+    }
+}
+
+/// `[safety]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetySettings {
+    /// Seconds without any event before a check-in (0: off).
+    pub lone_worker_idle_s: u64,
+    /// Seconds without moving beyond `lone_worker_still_m` before a check-in (0: off).
+    pub lone_worker_still_s: u64,
+    /// Metres an agent must move to count as moving.
+    pub lone_worker_still_m: f64,
+    /// Seconds the device has to answer a check-in.
+    pub lone_worker_reply_s: u64,
+    /// Seconds an on-duty device may stay disconnected (0: off).
+    pub offline_after_s: u64,
+    /// Seconds after a shift's start without a clock-in before it is late (0: off).
+    pub late_clock_in_after_s: u64,
+}
+
+/// `[webhooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// The file of the key webhook secrets derive from (created when missing).
+    pub key_file: PathBuf,
+    /// Seconds per attempt.
+    pub timeout_s: u64,
+    /// Attempts before FAILED.
+    pub max_attempts: i32,
+    /// Back-off base in seconds.
+    pub retry_base_s: u64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}

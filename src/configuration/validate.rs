@@ -236,6 +236,59 @@ impl Settings {
                 "must be empty or an http(s) URL template with {z}, {x} and {y}",
             ));
         }
+        let a = &self.alerts;
+        within("alerts.tick_ms", a.tick_ms, 100..=60_000)?;
+        within("alerts.escalate_low_s", a.escalate_low_s, 1..=7 * 86_400)?;
+        within(
+            "alerts.escalate_medium_s",
+            a.escalate_medium_s,
+            1..=7 * 86_400,
+        )?;
+        within("alerts.escalate_high_s", a.escalate_high_s, 1..=7 * 86_400)?;
+        within(
+            "alerts.escalate_critical_s",
+            a.escalate_critical_s,
+            1..=7 * 86_400,
+        )?;
+        within(
+            "alerts.max_escalation_level",
+            a.max_escalation_level,
+            1..=10,
+        )?;
+        let f = &self.safety;
+        within("safety.lone_worker_idle_s", f.lone_worker_idle_s, ..=86_400)?;
+        within(
+            "safety.lone_worker_still_s",
+            f.lone_worker_still_s,
+            ..=86_400,
+        )?;
+        within(
+            "safety.lone_worker_still_m",
+            f.lone_worker_still_m,
+            1.0..=10_000.0,
+        )?;
+        within(
+            "safety.lone_worker_reply_s",
+            f.lone_worker_reply_s,
+            1..=3600,
+        )?;
+        within("safety.offline_after_s", f.offline_after_s, ..=86_400)?;
+        within(
+            "safety.late_clock_in_after_s",
+            f.late_clock_in_after_s,
+            ..=86_400,
+        )?;
+        let h = &self.webhooks;
+        if h.key_file.as_os_str().is_empty() {
+            return Err(ConfigError::invalid(
+                "webhooks.key_file",
+                "must be a file path",
+            ));
+        }
+        within("webhooks.timeout_s", h.timeout_s, 1..=120)?;
+        within("webhooks.max_attempts", h.max_attempts, 1..=100)?;
+        within("webhooks.retry_base_s", h.retry_base_s, 1..=3600)?;
+        within("webhooks.concurrency", h.concurrency, 1..=64)?;
         tracing_subscriber::EnvFilter::try_new(&self.logging.level).map_err(|err| {
             ConfigError::invalid("logging.level", format!("not a log filter ({err})"))
         })?;

@@ -62,6 +62,18 @@ db_enum!(/// Life cycle of a time-off request.
     TimeOffStatus = "TimeOffStatus" { Pending, Approved, Rejected, Cancelled });
 db_enum!(/// A patrol checkpoint: printed QR code or NFC tag.
     CheckpointType = "CheckpointType" { QrCode, NfcTag });
+db_enum!(/// What raised an alert (`alerts.kind`).
+AlertKind = "AlertKind" {
+    GeofenceViolation, Panic, MissedCheckpoint, LoneWorker, DeviceOffline, LateClockIn, NoShow
+});
+db_enum!(/// How urgent an alert is: decides how soon an unacknowledged one escalates.
+    AlertSeverity = "AlertSeverity" { Low, Medium, High, Critical });
+db_enum!(/// How a tour round went (`tour_rounds.status`).
+    TourRoundStatus = "TourRoundStatus" { Open, Completed, Partial, Missed });
+db_enum!(/// Where a webhook delivery stands.
+    WebhookDeliveryStatus = "WebhookDeliveryStatus" { Pending, Delivered, Failed });
+db_enum!(/// A notification's kind (seed `NotificationType`).
+    NotificationType = "NotificationType" { Info, Warning, Urgent, Emergency, System });
 
 impl ShiftStatus {
     /// Whether the life cycle allows moving from `self` to `next`.

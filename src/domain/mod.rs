@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod alarm;
+pub mod alert;
 pub mod checkpoint;
 pub mod email;
 pub mod enums;

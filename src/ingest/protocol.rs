@@ -84,6 +84,7 @@ struct RawEvent<'a> {
     note: Option<Cow<'a, str>>,
     emergency_id: Option<Uuid>,
     accept: Option<bool>,
+    check_id: Option<Uuid>,
 }
 
 /// A position fix (also the optional fix of other events).
@@ -127,6 +128,11 @@ pub enum EventKind {
         emergency_id: Uuid,
         accept: bool,
     },
+    /// "I am fine": the answer to a lone-worker `check_in` frame.
+    CheckInReply {
+        /// The `check_id` of the frame answered (optional: any reply counts).
+        check_id: Option<Uuid>,
+    },
 }
 
 /// How a clock-in or clock-out proves the agent is at the site: each method carries what
@@ -168,6 +174,7 @@ impl EventKind {
             EventKind::BreakEnd => "break_end",
             EventKind::Panic { .. } => "panic",
             EventKind::DispatchReply { .. } => "dispatch_reply",
+            EventKind::CheckInReply { .. } => "check_in_reply",
         }
     }
 }
@@ -345,6 +352,9 @@ fn parse_event(text: &str) -> Result<DeviceEvent, Rejection> {
         "dispatch_reply" => EventKind::DispatchReply {
             emergency_id: raw.emergency_id.ok_or_else(|| missing("emergency_id"))?,
             accept: raw.accept.ok_or_else(|| missing("accept"))?,
+        },
+        "check_in_reply" => EventKind::CheckInReply {
+            check_id: raw.check_id,
         },
         other => {
             let shown: String = other.chars().take(40).collect();

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::{
     alarm::PanicLocationSource,
+    alert::{AlertRecord, NotificationRecord},
     checkpoint::ScanResult,
     enums::{AssignmentMethod, AttendanceStatus},
 };
@@ -147,6 +148,19 @@ pub enum LiveEvent {
         by: Uuid,
         at: DateTime<Utc>,
     },
+    /// An alert opened, or moved in its life cycle (acknowledged, escalated, resolved): the
+    /// whole alert as stored (`alert` frame; docs/console.md, "Alerts").
+    Alert(AlertRecord),
+    /// A notification for one user: only that user's consoles receive it.
+    Notification(NotificationRecord),
+    /// An agent answered a lone-worker check-in.
+    CheckInReply {
+        agent_id: Uuid,
+        site_id: Option<Uuid>,
+        /// The `check_id` of the `check_in` frame answered, when the device sent it back.
+        check_id: Option<Uuid>,
+        at: DateTime<Utc>,
+    },
     /// A shift was assigned to an agent.
     Assignment {
         shift_id: Uuid,
@@ -169,8 +183,11 @@ impl LiveEvent {
             | LiveEvent::EmergencyStep { site_id, .. }
             | LiveEvent::Assignment { site_id, .. }
             | LiveEvent::Panic { site_id, .. } => *site_id,
-            LiveEvent::DispatchReply { .. } => None,
-            LiveEvent::AlertClosed { site_id, .. } => *site_id,
+            LiveEvent::DispatchReply { .. } | LiveEvent::Notification(_) => None,
+            LiveEvent::AlertClosed { site_id, .. } | LiveEvent::CheckInReply { site_id, .. } => {
+                *site_id
+            }
+            LiveEvent::Alert(a) => a.site_id,
         }
     }
 
@@ -183,9 +200,13 @@ impl LiveEvent {
             | LiveEvent::CheckpointScan { agent_id, .. }
             | LiveEvent::Panic { agent_id, .. }
             | LiveEvent::DispatchReply { agent_id, .. }
-            | LiveEvent::Assignment { agent_id, .. } => Some(*agent_id),
+            | LiveEvent::Assignment { agent_id, .. }
+            | LiveEvent::CheckInReply { agent_id, .. } => Some(*agent_id),
             LiveEvent::EmergencyStep { agent_id, .. } => *agent_id,
-            LiveEvent::Emergency { .. } | LiveEvent::AlertClosed { .. } => None,
+            LiveEvent::Alert(a) => a.agent_id,
+            LiveEvent::Emergency { .. }
+            | LiveEvent::AlertClosed { .. }
+            | LiveEvent::Notification(_) => None,
         }
     }
 
@@ -201,6 +222,9 @@ impl LiveEvent {
             LiveEvent::Emergency { .. } => "emergency",
             LiveEvent::EmergencyStep { .. } => "emergency_step",
             LiveEvent::Assignment { .. } => "assignment",
+            LiveEvent::Alert(_) => "alert",
+            LiveEvent::Notification(_) => "notification",
+            LiveEvent::CheckInReply { .. } => "check_in_reply",
             LiveEvent::AlertClosed { alert, .. } => match alert {
                 AlertKind::Panic => "panic",
                 AlertKind::Violation => "violation",

@@ -1,5 +1,6 @@
 //! The database's change feed: a dedicated connection that LISTENs on `bahinlink_changes`
-//! (sent by the triggers of migration 20261202100000) and forwards each notification, with a
+//! (sent by the triggers of migration 20261202100000) and `bahinlink_alerts` (migration
+//! 20261203100000) and forwards each notification, with a
 //! `Connected` marker after every (re)connection so that the consumer reloads what it may
 //! have missed while disconnected. Reconnects forever, with a capped back-off.
 
@@ -12,8 +13,10 @@ use uuid::Uuid;
 
 use crate::storage::tls::MakeTls;
 
-/// The channel the triggers notify.
+/// The channel the cache triggers notify.
 pub const CHANNEL: &str = "bahinlink_changes";
+/// The channel of alerts and notifications (migration 20261203100000).
+pub const ALERTS_CHANNEL: &str = "bahinlink_alerts";
 
 /// A committed change to a row the daemon caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +31,10 @@ pub enum Change {
     Shift(Uuid),
     /// api_keys.id: revocation, expiry or deletion.
     ApiKey(Uuid),
+    /// alerts.id: opened, acknowledged, escalated or resolved.
+    Alert(Uuid),
+    /// notifications.id: a new notification.
+    Notification(Uuid),
 }
 
 impl Change {
@@ -41,6 +48,8 @@ impl Change {
             "users" => Change::User(id),
             "shifts" => Change::Shift(id),
             "api_keys" => Change::ApiKey(id),
+            "alerts" => Change::Alert(id),
+            "notifications" => Change::Notification(id),
             _ => return None,
         })
     }
@@ -84,7 +93,10 @@ pub async fn run(
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                match client
+                    .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {ALERTS_CHANNEL}"))
+                    .await
+                {
                     Ok(()) => {
                         backoff = Duration::from_millis(250);
                         if tx.send(FeedEvent::Connected).is_err() {

@@ -253,11 +253,23 @@ async fn migrations_create_exactly_the_seed_schema() {
         .map(|r| r.get(0))
         .filter(|t: &String| t != migrate::BOOKKEEPING_TABLE)
         .collect();
-    // The seed's 23, and panic_dispatches (migration 20261202100000).
+    // The seed's 23, panic_dispatches (migration 20261202100000) and the field operations'
+    // six (migration 20261203100000).
     let expected: BTreeSet<String> = SEED_TABLES
         .iter()
         .map(|s| s.to_string())
-        .chain(["panic_dispatches".to_owned()])
+        .chain(
+            [
+                "panic_dispatches",
+                "tours",
+                "tour_checkpoints",
+                "tour_rounds",
+                "alerts",
+                "webhooks",
+                "webhook_deliveries",
+            ]
+            .map(str::to_owned),
+        )
         .collect();
     assert_eq!(tables, expected);
 
@@ -273,8 +285,9 @@ async fn migrations_create_exactly_the_seed_schema() {
         .await
         .unwrap();
     let enums: BTreeMap<String, Vec<String>> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    // The seed's 26, and the two of panic dispatches (migration 20261202100000).
-    assert_eq!(enums.len(), 28, "enum types: {:?}", enums.keys());
+    // The seed's 26, the two of panic dispatches (migration 20261202100000) and the four of
+    // field operations (migration 20261203100000).
+    assert_eq!(enums.len(), 32, "enum types: {:?}", enums.keys());
     for (name, labels) in SEED_ENUMS {
         assert_eq!(
             enums.get(name).map(|v| v.as_slice()),

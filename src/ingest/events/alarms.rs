@@ -215,3 +215,29 @@ pub(super) async fn dispatch_reply(
     };
     Ok((outcome, Ledger::default()))
 }
+
+/// "I am fine" after a lone-worker `check_in`: only its ledger row is written (the row is what
+/// the safety watch looks for when a live reply might have been missed), and the watch is told
+/// over the live bus.
+pub(super) fn check_in_reply(
+    ctx: &EventCtx,
+    ev: &DeviceEvent,
+    check_id: Option<Uuid>,
+) -> (Outcome, Ledger) {
+    let site_id = ctx.duty.map(|d| d.site_id);
+    let outcome = Outcome {
+        frames: Vec::new(),
+        duty: None,
+        live: vec![LiveEvent::CheckInReply {
+            agent_id: ctx.agent_id,
+            site_id,
+            check_id,
+            at: ev.ts,
+        }],
+    };
+    let ledger = Ledger {
+        shift_id: ctx.duty.map(|d| d.shift_id),
+        site_id,
+    };
+    (outcome, ledger)
+}

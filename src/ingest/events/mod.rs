@@ -1,5 +1,5 @@
-//! Device events other than positions: clock-in/out, breaks, checkpoint scans, panics and
-//! dispatch replies. Each runs in one transaction that also writes the event's ledger row
+//! Device events other than positions: clock-in/out, breaks, checkpoint scans, panics,
+//! dispatch replies and check-in replies. Each runs in one transaction that also writes the event's ledger row
 //! in `location_tracking`, so it is stored once however often it is resent; a resent event
 //! gets the same answer again. These are rare next to positions and may wait on the
 //! database; the session processes them one at a time, in order.
@@ -9,7 +9,8 @@
 //! - `proof`: a clock event's proof of presence (fence, QR, NFC) and its audit row;
 //! - `attendance`: clock-in, clock-out and breaks;
 //! - `scans`: patrol checkpoint scans;
-//! - `alarms`: panics (placed and handed to the dispatcher) and dispatch replies.
+//! - `alarms`: panics (placed and handed to the dispatcher), dispatch replies and lone-worker
+//!   check-in replies.
 
 mod alarms;
 mod attendance;
@@ -156,6 +157,7 @@ pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failur
             emergency_id,
             accept,
         } => alarms::dispatch_reply(&tx, ctx, ev, *emergency_id, *accept).await,
+        EventKind::CheckInReply { check_id } => Ok(alarms::check_in_reply(ctx, ev, *check_id)),
         EventKind::Position(_) => Err(Failure::Storage(StorageError::Misrouted)),
     };
     match result {

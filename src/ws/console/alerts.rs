@@ -5,13 +5,21 @@ use deadpool_postgres::Pool;
 use uuid::Uuid;
 
 use super::frames::Alert;
-use crate::storage::{row::RowExt, DbError};
+use crate::{
+    alerts::store::{alert_from_row, ALERT_COLUMNS},
+    domain::alert::AlertRecord,
+    storage::{row::RowExt, DbError},
+};
 
-/// Open alerts at the `allowed` sites (None: everywhere).
+/// Unresolved alerts of the one life cycle in a snapshot, at most.
+const MAX_OPEN_ALERTS: i64 = 1000;
+
+/// Open alerts at the `allowed` sites (None: everywhere): in their first shapes, and as
+/// alert records (the newest `MAX_OPEN_ALERTS`).
 pub(super) async fn open_alerts(
     pool: &Pool,
     allowed: Option<&[Uuid]>,
-) -> Result<Vec<Alert>, DbError> {
+) -> Result<(Vec<Alert>, Vec<AlertRecord>), DbError> {
     let mut db = pool.get().await?;
     // One snapshot for the three reads, as one statement would see.
     let db = db
@@ -77,5 +85,14 @@ pub(super) async fn open_alerts(
             at: r.col("occurred_at")?,
         });
     }
-    Ok(alerts)
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts a WHERE a.resolved_at IS NULL
+           AND ($1::uuid[] IS NULL OR a.site_id = ANY($1))
+         ORDER BY a.opened_at DESC LIMIT $2"
+    );
+    let mut records = Vec::new();
+    for r in db.query(&sql, &[&allowed, &MAX_OPEN_ALERTS]).await? {
+        records.push(alert_from_row(&r)?);
+    }
+    Ok((alerts, records))
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     dispatch::live_state::AgentLive,
-    domain::enums::Priority,
+    domain::{alert::AlertRecord, enums::Priority},
     realtime::live::{LiveEvent, PositionUpdate},
 };
 
@@ -23,6 +23,9 @@ pub const KINDS: &[&str] = &[
     "emergency_step",
     "assignment",
     "dispatch_reply",
+    "alert",
+    "notification",
+    "check_in_reply",
 ];
 
 /// `{"type":"subscribe","site_ids":[...]|null,"kinds":[...]|null}`
@@ -122,7 +125,11 @@ pub(super) enum ConsoleFrame<'a> {
     /// Agents on duty and open alerts in scope, first after each subscribe.
     Snapshot {
         agents: &'a [AgentLive],
+        /// Violations, emergencies and panics in their first shapes (kept for clients
+        /// written against them).
         alerts: &'a [Alert],
+        /// Every unresolved alert of the one life cycle, as `alert` frames carry them.
+        open_alerts: &'a [AlertRecord],
     },
     /// The newest fix of every agent that moved since the last one.
     Positions { items: &'a [PositionUpdate] },

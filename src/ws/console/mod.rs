@@ -32,7 +32,7 @@ use crate::{
         session::{authenticate_session, SessionError},
     },
     dispatch::{actor::Snapshot, live_state::AgentLive},
-    domain::enums::UserRole,
+    domain::{alert::AlertRecord, enums::UserRole},
     realtime::live::{LiveEvent, PositionUpdate, ViolationState},
     state::AppState,
     ws::outflow::Outflow,
@@ -52,6 +52,8 @@ pub struct ConsoleSocket {
     state: web::Data<AppState>,
     /// The session token, re-checked every `console.session_check_ms` (never logged).
     token: String,
+    /// The user: notifications go to their recipient's consoles only.
+    user_id: Uuid,
     /// The user's role when the console opened: a change closes it.
     role: UserRole,
     /// The user's client when the console opened: a change closes it.
@@ -181,17 +183,17 @@ impl ConsoleSocket {
                 .await
                 .unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "console snapshot without alerts");
-                    Vec::new()
+                    (Vec::new(), Vec::new())
                 });
             (agents, alerts)
         };
         ctx.spawn(
             work.into_actor(self)
-                .map(move |(agents, alerts), act, ctx| {
+                .map(move |(agents, (alerts, records)), act, ctx| {
                     if generation != act.generation {
                         return; // A newer subscribe's snapshot is on its way and will release the held.
                     }
-                    act.send_snapshot(ctx, agents, alerts);
+                    act.send_snapshot(ctx, agents, alerts, records);
                 }),
         );
     }
@@ -201,7 +203,16 @@ impl ConsoleSocket {
         ctx: &mut ws::WebsocketContext<Self>,
         agents: Vec<AgentLive>,
         alerts: Vec<Alert>,
+        records: Vec<AlertRecord>,
     ) {
+        let open_alerts: Vec<AlertRecord> = if self.wants("alert") {
+            records
+                .into_iter()
+                .filter(|a| self.in_scope(a.site_id))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let agents: Vec<AgentLive> = agents
             .into_iter()
             .filter(|a| self.in_scope(a.site_id))
@@ -222,6 +233,7 @@ impl ConsoleSocket {
         let frame = ConsoleFrame::Snapshot {
             agents: &agents,
             alerts: &alerts,
+            open_alerts: &open_alerts,
         };
         self.send(ctx, frame.to_text());
         for e in self.held.take().unwrap_or_default() {
@@ -244,7 +256,12 @@ impl ConsoleSocket {
 
     /// Sends a live event if it is in scope and subscribed.
     fn deliver(&mut self, ctx: &mut ws::WebsocketContext<Self>, e: &LiveEvent) {
-        if self.wants(e.kind()) && self.in_scope(e.site_id()) {
+        let for_me = match e {
+            // A notification is its recipient's alone, wherever it is about.
+            LiveEvent::Notification(n) => n.recipient_id == self.user_id,
+            _ => self.in_scope(e.site_id()),
+        };
+        if self.wants(e.kind()) && for_me {
             self.send(ctx, ConsoleFrame::Live(e).to_text());
         }
     }
@@ -466,6 +483,7 @@ pub async fn console_ws(
     let actor = ConsoleSocket {
         state: state.clone(),
         token,
+        user_id: caller.user_id,
         role: caller.role,
         client_id: caller.client_id,
         checking: false,
