@@ -7,15 +7,16 @@ use actix_web::{
     dev::Server,
     dev::ServerHandle,
     middleware,
-    web::{self, delete, get, patch, post},
+    web::{self, delete, get, patch, post, put},
     App, HttpServer,
 };
 use deadpool_postgres::Pool;
 
 use crate::{
     api::{
-        self, agents, alerts, audit, auth, checkpoints, clients, device_tokens, dispatch, extract,
-        openapi, ops, shifts, sites, time_off, users,
+        self, agents, alert_records, alerts, audit, auth, checkpoints, clients, compliance,
+        device_tokens, dispatch, extract, lone_worker, notifications, openapi, ops, shifts, sites,
+        time_off, tours, users, webhooks,
     },
     configuration::Settings,
     observability, ui, ws,
@@ -327,6 +328,46 @@ fn routes(cfg: &mut web::ServiceConfig) {
                 resource("/violations/{id}/resolve").route(post().to(alerts::resolve_violation)),
             )
             .service(resource("/agents/{id}/track").route(get().to(agents::track::track)))
+            // Field operations: tours, the alert life cycle, notifications, webhooks.
+            .service(
+                resource("/sites/{id}/lone-worker")
+                    .route(get().to(lone_worker::get))
+                    .route(put().to(lone_worker::put)),
+            )
+            .service(
+                resource("/tours")
+                    .route(post().to(tours::create))
+                    .route(get().to(tours::list)),
+            )
+            .service(
+                resource("/tours/{id}")
+                    .route(get().to(tours::get))
+                    .route(patch().to(tours::update))
+                    .route(delete().to(tours::delete)),
+            )
+            .service(resource("/tours/{id}/rounds").route(get().to(tours::rounds)))
+            .service(resource("/reports/compliance").route(get().to(compliance::compliance)))
+            .service(resource("/alerts").route(get().to(alert_records::list)))
+            .service(resource("/alerts/{id}").route(get().to(alert_records::get)))
+            .service(
+                resource("/alerts/{id}/acknowledge").route(post().to(alert_records::acknowledge)),
+            )
+            .service(resource("/alerts/{id}/resolve").route(post().to(alert_records::resolve)))
+            .service(resource("/notifications").route(get().to(notifications::list)))
+            .service(resource("/notifications/read-all").route(post().to(notifications::read_all)))
+            .service(resource("/notifications/{id}/read").route(post().to(notifications::read)))
+            .service(
+                resource("/webhooks")
+                    .route(post().to(webhooks::create))
+                    .route(get().to(webhooks::list)),
+            )
+            .service(
+                resource("/webhooks/{id}")
+                    .route(get().to(webhooks::get))
+                    .route(patch().to(webhooks::update))
+                    .route(delete().to(webhooks::delete)),
+            )
+            .service(resource("/webhooks/{id}/deliveries").route(get().to(webhooks::deliveries)))
             .service(resource("/audit-logs").route(get().to(audit::list))),
     );
 }

@@ -21,7 +21,7 @@ pub(crate) async fn escalate_due(pool: &Pool, s: &AlertSettings) -> Result<u64, 
              WHERE a.resolved_at IS NULL AND a.acknowledged_at IS NULL
                AND a.escalation_level < $5
                AND COALESCE(a.escalated_at, a.opened_at) + make_interval(secs =>
-                   CASE a.severity WHEN 'LOW' THEN $1 WHEN 'MEDIUM' THEN $2 WHEN 'HIGH' THEN $3 ELSE $4 END
+                   CASE a.severity WHEN 'LOW' THEN $1::float8 WHEN 'MEDIUM' THEN $2::float8 WHEN 'HIGH' THEN $3::float8 ELSE $4::float8 END
                ) <= now()",
             &[
                 &(delays[0] as f64),

@@ -8,8 +8,9 @@ use utoipa::{
 };
 
 use crate::api::{
-    agents, alerts, audit, auth, checkpoints, clients, device_tokens, dispatch, error, list,
-    shifts, sites, time_off, users,
+    agents, alert_records, alerts, audit, auth, checkpoints, clients, compliance, device_tokens,
+    dispatch, error, list, lone_worker, notifications, shifts, sites, time_off, tours, users,
+    webhooks,
 };
 
 /// Adds the bearer-token scheme every secured path refers to.
@@ -28,7 +29,7 @@ impl Modify for BearerAuth {
 /// The control-plane API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "BahinLink Dispatch control plane", description = "Users, clients, sites, agents, shifts, checkpoints, time off, device tokens and the audit trail. JSON is snake_case, times RFC 3339, ids UUIDs."),
+    info(title = "BahinLink Dispatch control plane", description = "Users, clients, sites, agents, shifts, checkpoints, time off, device tokens, tours, alerts, notifications, webhooks, compliance reports and the audit trail. JSON is snake_case, times RFC 3339, ids UUIDs."),
     modifiers(&BearerAuth),
     paths(
         auth::login, auth::logout, auth::me,
@@ -46,6 +47,13 @@ impl Modify for BearerAuth {
         alerts::acknowledge_panic, alerts::resolve_violation, alerts::close_emergency,
         agents::track::track,
         audit::list,
+        lone_worker::get, lone_worker::put,
+        tours::create, tours::list, tours::get, tours::update, tours::delete, tours::rounds,
+        compliance::compliance,
+        alert_records::list, alert_records::get, alert_records::acknowledge, alert_records::resolve,
+        notifications::list, notifications::read, notifications::read_all,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
+        webhooks::deliveries,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, list::Page<users::User>,
         agents::ClientAgent, agents::ClientAgentShift, agents::Track))

@@ -29,6 +29,7 @@ pub(super) async fn demo(
     settings.database.url = String::new();
     settings.database.embedded.data_dir = data_dir.clone();
     settings.database.migrate_on_start = true;
+    settings.webhooks.key_file = data_dir.join("webhook-signing.key");
     // The simulated guards and the open browsers hold WebSocket connections: a demo stops at
     // Ctrl-C without waiting long for them.
     settings.server.shutdown_timeout_s = settings.server.shutdown_timeout_s.min(2);

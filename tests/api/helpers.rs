@@ -369,6 +369,13 @@ pub fn test_settings(db_url: &str) -> Settings {
     // Tests log many users in from one address; the throttling tests set their own limits.
     settings.auth.login_attempts_per_ip_per_min = 100_000;
     settings.auth.login_attempts_per_account_per_min = 1_000;
+    // The field-operations rules stay off unless a test sets its own short thresholds: other
+    // tests' shifts and devices must not raise alerts under them.
+    settings.safety.lone_worker_idle_s = 0;
+    settings.safety.lone_worker_still_s = 0;
+    settings.safety.offline_after_s = 0;
+    settings.safety.late_clock_in_after_s = 0;
+    settings.webhooks.key_file = std::env::temp_dir().join("bahinlink-tests-webhook.key");
     settings
 }
 
