@@ -73,8 +73,8 @@ impl Engine {
 async fn rules(pool: Pool, settings: std::sync::Arc<Settings>, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first pass (and the one after a failure) creates every round since each shift's
-    // start, so a restart or an outage skips none.
+    // The first pass (and the one after a failure) creates every expected round of every
+    // running shift, so a restart or an outage skips none.
     let mut catch_up = true;
     loop {
         interval.tick().await;

@@ -75,6 +75,19 @@ pub(crate) struct Rules {
     pub(crate) reply_s: u64,
 }
 
+/// A site's own thresholds (`sites.lone_worker_*`); None: the setting.
+#[derive(Debug, Clone, Copy)]
+struct SiteRules {
+    /// Seconds without an event before a check-in.
+    idle_s: Option<i32>,
+    /// Seconds without moving before a check-in.
+    still_s: Option<i32>,
+    /// Metres that count as moving.
+    still_m: Option<f64>,
+    /// Seconds to answer.
+    reply_s: Option<i32>,
+}
+
 /// A check-in waiting for its answer.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -133,7 +146,7 @@ pub(crate) struct SafetyWatch {
     pub(crate) live: LiveBus,
     agents: HashMap<Uuid, Watched>,
     /// Site overrides, re-read every `RULES_REFRESH` ticks.
-    site_rules: HashMap<Uuid, (Option<i32>, Option<i32>, Option<f64>, Option<i32>)>,
+    site_rules: HashMap<Uuid, SiteRules>,
     /// Agents with an open device_offline alert (resolved when they reconnect).
     offline_open: HashSet<Uuid>,
     ticks: u64,
@@ -169,11 +182,11 @@ impl SafetyWatch {
         let s = &self.settings;
         let pick = |v: Option<i32>, d: u64| v.map_or(d, |v| v.max(0) as u64);
         match o {
-            Some((idle, still, still_m, reply)) => Rules {
-                idle_s: pick(idle, s.lone_worker_idle_s),
-                still_s: pick(still, s.lone_worker_still_s),
-                still_m: still_m.unwrap_or(s.lone_worker_still_m),
-                reply_s: pick(reply, s.lone_worker_reply_s),
+            Some(site) => Rules {
+                idle_s: pick(site.idle_s, s.lone_worker_idle_s),
+                still_s: pick(site.still_s, s.lone_worker_still_s),
+                still_m: site.still_m.unwrap_or(s.lone_worker_still_m),
+                reply_s: pick(site.reply_s, s.lone_worker_reply_s),
             },
             None => Rules {
                 idle_s: s.lone_worker_idle_s,
@@ -221,7 +234,7 @@ impl SafetyWatch {
 
     /// One pass of every rule.
     pub(crate) async fn tick(&mut self) -> Result<(), DbError> {
-        if self.ticks % RULES_REFRESH == 0 {
+        if self.ticks.is_multiple_of(RULES_REFRESH) {
             self.refresh_rules().await?;
         }
         self.ticks += 1;
@@ -341,12 +354,12 @@ impl SafetyWatch {
         for r in rows {
             rules.insert(
                 r.col("id")?,
-                (
-                    r.col("lone_worker_idle_s")?,
-                    r.col("lone_worker_still_s")?,
-                    r.col("lone_worker_still_m")?,
-                    r.col("lone_worker_reply_s")?,
-                ),
+                SiteRules {
+                    idle_s: r.col("lone_worker_idle_s")?,
+                    still_s: r.col("lone_worker_still_s")?,
+                    still_m: r.col("lone_worker_still_m")?,
+                    reply_s: r.col("lone_worker_reply_s")?,
+                },
             );
         }
         self.site_rules = rules;

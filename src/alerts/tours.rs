@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::store::{open, NewAlert};
+use super::store::{open, resolve_by_system, NewAlert};
 use crate::{
     domain::enums::{AlertKind, AlertSeverity, TourRoundStatus},
     storage::{row::RowExt, DbError},
@@ -116,30 +116,37 @@ pub(crate) fn judge(stops: &[Stop], ordered: bool, final_: bool) -> Verdict {
     v
 }
 
-/// Creates the rounds that have started. `catch_up`: every round since each shift's start
-/// (after start-up or a failed tick); otherwise only each shift's current round.
+/// Creates the rounds that have started. A round is expected when its window was still open
+/// once both the tour existed and the guard had clocked in (a shift is "in progress" from its
+/// clock-in). A (tour, shift) pair without rounds yet, and every pair when `catch_up` (after
+/// start-up or a failed tick), gets every expected round since then; the others only the
+/// current and the previous one, so a tick costs one probe per pair however long the shift.
 pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, DbError> {
     let db = pool.get().await?;
-    let lookback: i32 = if catch_up { i32::MAX / 2 } else { 0 };
     let n = db
         .execute(
             "WITH running AS (
-                 SELECT t.id AS tour_id, t.interval_min, t.window_min, s.id AS shift_id, s.site_id,
-                        s.agent_id, s.end_time,
+                 SELECT t.id AS tour_id, t.interval_min, t.window_min, t.created_at AS tour_since,
+                        s.id AS shift_id, s.site_id, s.agent_id, s.end_time,
                         CASE WHEN t.not_before IS NULL THEN s.start_time ELSE (
                             SELECT min(c) FROM (VALUES
                                 ((((s.start_time AT TIME ZONE z.timezone)::date) + t.not_before) AT TIME ZONE z.timezone),
                                 ((((s.start_time AT TIME ZONE z.timezone)::date + 1) + t.not_before) AT TIME ZONE z.timezone)
                             ) v(c) WHERE c >= s.start_time)
                         END AS anchor,
-                        (SELECT count(*) FROM tour_checkpoints tc WHERE tc.tour_id = t.id)::int AS expected
+                        (SELECT min(a.clock_in_time) FROM attendance a WHERE a.shift_id = s.id) AS clocked_in,
+                        (SELECT count(*) FROM tour_checkpoints tc WHERE tc.tour_id = t.id)::int AS expected,
+                        ($1 OR NOT EXISTS (SELECT 1 FROM tour_rounds x WHERE x.tour_id = t.id AND x.shift_id = s.id)) AS full
                  FROM tours t
                  JOIN sites z ON z.id = t.site_id
                  JOIN shifts s ON s.site_id = t.site_id AND s.status = 'IN_PROGRESS'
                       AND s.deleted_at IS NULL AND s.shift_type <> 'EMERGENCY'
                  WHERE t.deleted_at IS NULL AND t.is_active AND s.start_time <= now()
              ), due AS (
-                 SELECT r.*, floor(extract(epoch FROM now() - r.anchor) / 60 / r.interval_min)::int AS current
+                 SELECT r.*,
+                        floor(extract(epoch FROM now() - r.anchor) / 60 / r.interval_min)::int AS current,
+                        GREATEST(0, floor((extract(epoch FROM GREATEST(r.tour_since, COALESCE(r.clocked_in, now())) - r.anchor) / 60
+                                           - r.window_min) / r.interval_min)::int + 1) AS first
                  FROM running r WHERE r.anchor IS NOT NULL AND r.anchor <= now() AND r.expected > 0
              )
              INSERT INTO tour_rounds (tour_id, shift_id, site_id, agent_id, round_no, opens_at, closes_at, late_until, expected)
@@ -148,10 +155,11 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
                     d.anchor + make_interval(mins => k * d.interval_min + d.window_min),
                     d.anchor + make_interval(mins => (k + 1) * d.interval_min),
                     d.expected
-             FROM due d CROSS JOIN LATERAL generate_series(GREATEST(0, d.current - $1), d.current) k
+             FROM due d CROSS JOIN LATERAL generate_series(
+                 CASE WHEN d.full THEN d.first ELSE GREATEST(d.first, d.current - 1) END, d.current) k
              WHERE d.anchor + make_interval(mins => k * d.interval_min) < d.end_time
              ON CONFLICT (tour_id, shift_id, round_no) DO NOTHING",
-            &[&lookback],
+            &[&catch_up],
         )
         .await?;
     Ok(n)
@@ -273,6 +281,20 @@ async fn judge_round(tx: &deadpool_postgres::Transaction<'_>, id: Uuid) -> Resul
     .await?;
     let closing = status == TourRoundStatus::Open;
     let unscanned: Vec<&Stop> = stops.iter().filter(|s| s.in_window.is_none()).collect();
+    if !closing && unscanned.is_empty() {
+        // Scans made in the window reached the daemon after it closed (a device that was
+        // offline sends its backlog): the round was walked after all.
+        resolve_by_system(
+            &**tx,
+            AlertKind::MissedCheckpoint,
+            "a.source_id = $1",
+            (
+                &id,
+                "the round's scans arrived after its window closed; all were in time",
+            ),
+        )
+        .await?;
+    }
     if !closing || unscanned.is_empty() {
         return Ok(false);
     }

@@ -61,6 +61,18 @@ pub async fn provision(
         )
         .await
         .map_err(db_err)?;
+        // A tour on every site over its checkpoint: rounds every 10 minutes, 5 to walk each.
+        // Shifts start 5 minutes before the run, so every clock-in creates a round that is
+        // judged (and mostly missed) at once: the alert engine works during the measurement.
+        db.execute(
+            "WITH t AS (INSERT INTO tours (site_id, name, interval_min, window_min, created_at)
+                        VALUES ($1, 'Load tour', 10, 5, now() - interval '1 hour') RETURNING id)
+             INSERT INTO tour_checkpoints (tour_id, position, qr_code_id)
+             SELECT t.id, 0, q.id FROM t, qr_codes q WHERE q.code = $2",
+            &[&site_id, &code],
+        )
+        .await
+        .map_err(db_err)?;
         homes.push((lat, lon, site_id, code));
     }
     let run = Uuid::new_v4().simple().to_string();

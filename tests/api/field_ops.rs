@@ -246,18 +246,8 @@ async fn a_round_walked_in_part_opens_a_missed_checkpoint_alert_and_the_report_c
         .await;
     staff.until("snapshot", |v| v["type"] == "snapshot").await;
 
-    // The shift started 10 minutes ago. Round 0 runs [start, start+2min): the gate is scanned
-    // in it, the dock late (start+3min); round 1 [start+5, start+7) is not walked at all.
-    let mut d = Device::connect(&app, &f.token).await;
-    d.clock_in_inside(1, f.shift).await;
-    let m = |mins: i64| start + chrono::Duration::seconds(mins * 60 + 5);
-    d.send(scan(2, &gate, m(1))).await;
-    d.ack(2).await;
-    d.send(scan(3, &elsewhere, m(1))).await;
-    d.ack(3).await;
-    d.send(scan(4, &dock, m(3))).await;
-    d.ack(4).await;
-
+    // The tour has existed since before the shift (its creation time is moved back), and the
+    // guard clocked in at its start: every round since then is expected.
     let (s, tour) = app
         .call(
             "POST",
@@ -271,6 +261,51 @@ async fn a_round_walked_in_part_opens_a_missed_checkpoint_alert_and_the_report_c
         .await;
     assert_eq!(s, 201, "{tour}");
     let tour_id = tour["id"].as_str().unwrap().to_owned();
+    app.db()
+        .await
+        .execute(
+            "UPDATE tours SET created_at = $2 WHERE id = $1::text::uuid",
+            &[&tour_id, &(start - chrono::Duration::hours(1))],
+        )
+        .await
+        .unwrap();
+    // Paused while the device sends its events, so that no round is judged half-way.
+    let tour_path = format!("/api/v1/tours/{tour_id}");
+    let (s, _) = app
+        .call(
+            "PATCH",
+            &tour_path,
+            Some(&f.admin.token),
+            Some(json!({"is_active": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // The shift started 10 minutes ago. Round 0 runs [start, start+2min): the gate is scanned
+    // in it, the dock late (start+3min); round 1 [start+5, start+7) is not walked at all.
+    let mut d = Device::connect(&app, &f.token).await;
+    let m = |mins: i64| start + chrono::Duration::seconds(mins * 60 + 5);
+    d.send(
+        json!({"type": "clock_in", "seq": 1, "ts": m(0), "shift_id": f.shift,
+                  "method": "GPS", "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5}),
+    )
+    .await;
+    d.ack(1).await;
+    d.send(scan(2, &gate, m(1))).await;
+    d.ack(2).await;
+    d.send(scan(3, &elsewhere, m(1))).await;
+    d.ack(3).await;
+    d.send(scan(4, &dock, m(3))).await;
+    d.ack(4).await;
+    let (s, _) = app
+        .call(
+            "PATCH",
+            &tour_path,
+            Some(&f.admin.token),
+            Some(json!({"is_active": true})),
+        )
+        .await;
+    assert_eq!(s, 200);
 
     // Two closed rounds, two alerts: within the tick, not at the next round.
     eventually(
