@@ -58,6 +58,7 @@ CREATE TABLE tour_checkpoints (
     -- 0-based place in the tour (the order an ordered tour is walked in).
     position        integer NOT NULL CHECK (position >= 0),
     qr_code_id      uuid NOT NULL REFERENCES qr_codes (id) ON DELETE CASCADE,
+    created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tour_id, position),
     UNIQUE (tour_id, qr_code_id)
 );
@@ -123,6 +124,7 @@ CREATE TABLE alerts (
     resolution_note text,
     escalation_level integer NOT NULL DEFAULT 0 CHECK (escalation_level >= 0),
     escalated_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CHECK (resolved_at IS NULL OR resolved_at >= opened_at)
 );

@@ -226,6 +226,11 @@ function onFrame(f) {
         if (a.kind === "violation") agents.setOutside(a.agent_id, true);
         if (a.kind === "emergency") trackEmergency(a.emergency_id, { description: a.description });
       }
+      for (const r of f.open_alerts ?? []) upsertRecord(r);
+      scheduleAlerts();
+      break;
+    case "alert":
+      upsertRecord(f);
       scheduleAlerts();
       break;
     case "positions":
@@ -298,6 +303,42 @@ function addAlert(a) {
   if (a.kind === "panic" && !a.attached_to) alarm.raise(a.key);
 }
 
+/// Kinds the page already shows from their own frames (violation, panic).
+const SHOWN_ELSEWHERE = new Set(["GEOFENCE_VIOLATION", "PANIC"]);
+const KIND_LABEL = {
+  MISSED_CHECKPOINT: "Missed checkpoints",
+  LONE_WORKER: "Lone worker",
+  DEVICE_OFFLINE: "Device offline",
+  LATE_CLOCK_IN: "Late clock-in",
+  NO_SHOW: "No show",
+};
+
+/// An alert of the one life cycle (`alert` frames, the snapshot's `open_alerts`): the newest
+/// state replaces the last; resolved ones go; an open CRITICAL one sounds the alarm.
+function upsertRecord(r) {
+  if (SHOWN_ELSEWHERE.has(r.kind)) return;
+  const key = `alert:${r.id}`;
+  if (r.state === "resolved") {
+    page.alerts.delete(key);
+    alarm.clear(key);
+    return;
+  }
+  const fix = r.details?.last_fix;
+  page.alerts.set(key, {
+    kind: "record",
+    key,
+    id: r.id,
+    record: r,
+    agent_id: r.agent_id,
+    site_id: r.site_id,
+    at: r.opened_at,
+    lat: fix?.lat ?? null,
+    lon: fix?.lon ?? null,
+  });
+  if (r.severity === "CRITICAL" && r.state === "open") alarm.raise(key);
+  else alarm.clear(key);
+}
+
 function since(at) {
   if (!at) return "";
   const s = Math.max(0, Math.round((Date.now() - Date.parse(at)) / 1000));
@@ -330,13 +371,16 @@ function renderAlerts() {
   const sorted = [...page.alerts.values()].sort((x, y) => (x.at < y.at ? 1 : -1));
   for (const a of sorted.slice(0, MAX_LISTED)) {
     const li = document.createElement("li");
-    li.className = a.kind;
+    const r = a.record;
+    li.className = r ? `record ${r.severity.toLowerCase()}` : a.kind;
     li.dataset.key = a.key;
-    const title = a.kind === "panic" ? "Panic" : a.kind === "violation" ? "Left the site" : "Emergency";
+    const title = r ? KIND_LABEL[r.kind] ?? r.kind : a.kind === "panic" ? "Panic" : a.kind === "violation" ? "Left the site" : "Emergency";
     const who = a.agent_id ? `agent ${a.agent_id.slice(0, 8)}` : a.description ?? "";
     li.innerHTML = `<div class="title"></div><div class="muted"></div><div class="actions"></div>`;
     li.children[0].textContent = `${title} — ${where(a)}`;
-    li.children[1].textContent = `${who}${a.note ? ` · “${a.note}”` : ""} · ${since(a.at)}`;
+    li.children[1].textContent = r
+      ? `${r.title} · ${who ? `${who} · ` : ""}${r.state}${r.escalation_level ? ` · escalated ×${r.escalation_level}` : ""} · ${since(a.at)}`
+      : `${who}${a.note ? ` · “${a.note}”` : ""} · ${since(a.at)}`;
     const actions = li.children[2];
     const act = (label, fn) => {
       const b = document.createElement("button");
@@ -362,6 +406,22 @@ function renderAlerts() {
       });
     }
     if (staff && a.kind === "emergency") act("Close", () => closeAlert(a, `/api/v1/emergencies/${a.id}/close`, {}));
+    if (staff && r && r.state === "open") {
+      act("Acknowledge", async () => {
+        const after = await api("POST", `/api/v1/alerts/${a.id}/acknowledge`, {}).catch((err) => {
+          if (err.status !== 409) throw err;
+          return null;
+        });
+        if (after) upsertRecord(after);
+        scheduleAlerts();
+      });
+    }
+    if (staff && r) {
+      act("Resolve", () => {
+        const note = prompt("Note for the record", "") ?? "";
+        return closeAlert(a, `/api/v1/alerts/${a.id}/resolve`, { note });
+      });
+    }
     if (a.lat != null) act("Show", () => map.setView([a.lat, a.lon], Math.max(map.getZoom(), 16)));
     list.appendChild(li);
   }

@@ -302,6 +302,12 @@ where
                             if let (Some(lat), Some(lon)) = (v["lat"].as_f64(), v["lon"].as_f64()) {
                                 target = Some((lat, lon));
                             }
+                        } else if v["type"] == "check_in" {
+                            // A guard who is fine says so.
+                            let reply = json!({"type": "check_in_reply", "seq": *seq, "ts": now(),
+                                               "check_id": v["check_id"]});
+                            sink.send(send(reply)).await.map_err(|_| "send")?;
+                            *seq += 1;
                         }
                     }
                     awc::ws::Frame::Ping(p) => {

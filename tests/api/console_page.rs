@@ -238,3 +238,70 @@ async fn a_client_user_sees_only_its_sites_and_an_agent_is_refused() {
     );
     browser.close().await;
 }
+
+#[actix_web::test]
+async fn a_lone_worker_alert_sounds_on_the_page_until_it_is_acknowledged_there() {
+    let app = spawn_app().await;
+    let f = field(&app).await;
+    let browser = Browser::open().await;
+    signed_in(&browser, &app, &f.admin.email, &f.admin.password).await;
+    let db = app.db().await;
+    let id: Uuid = db
+        .query_one(
+            "INSERT INTO alerts (kind, severity, dedupe_key, site_id, agent_id, shift_id, title, details)
+             VALUES ('LONE_WORKER', 'CRITICAL', 'lone_worker:page-test', $1, $2, $3,
+                     'Lone worker did not answer a check-in (no event)',
+                     jsonb_build_object('last_fix', jsonb_build_object('lat', 6.135, 'lon', 1.205)))
+             RETURNING id",
+            &[&f.site, &f.agent, &f.shift],
+        )
+        .await
+        .unwrap()
+        .get("id");
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the alert on the page, with the alarm",
+            "return document.querySelector('#alerts li.record.critical') !== null && window.bahinlinkAlarm.sounding",
+        )
+        .await;
+    let text = browser
+        .eval("return document.querySelector('#alerts li.record.critical').textContent")
+        .await;
+    assert!(text.as_str().unwrap().contains("Lone worker"), "{text}");
+    save_screenshot(&browser, "lone-worker").await;
+    browser
+        .click("#alerts li.record.critical .actions button")
+        .await;
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the alarm to stop, the alert still listed as acknowledged",
+            "const li = document.querySelector('#alerts li.record'); return !window.bahinlinkAlarm.sounding && li !== null && li.textContent.includes('acknowledged')",
+        )
+        .await;
+    let by: Option<Uuid> = db
+        .query_one("SELECT acknowledged_by FROM alerts WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(by, Some(f.admin.id));
+    // Resolved elsewhere (the API): it leaves the page.
+    let (s, _) = app
+        .call(
+            "POST",
+            &format!("/api/v1/alerts/{id}/resolve"),
+            Some(&f.admin.token),
+            Some(json!({"note": "guard called back"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    browser
+        .until(
+            Duration::from_secs(5),
+            "the resolved alert to leave the page",
+            "return document.querySelector('#alerts li.record') === null",
+        )
+        .await;
+    browser.close().await;
+}

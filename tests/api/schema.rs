@@ -348,16 +348,16 @@ async fn migrations_create_exactly_the_seed_schema() {
         )
         .await
         .unwrap();
-    // location_tracking's key is (agent_id, seq), checked above; every other table has a
-    // single-column UUID key.
+    // location_tracking's key is (agent_id, seq), checked above, and a tour's checkpoints are
+    // keyed by (tour_id, position); every other table has a single-column UUID key.
     let pks: Vec<_> = pks
         .into_iter()
-        .filter(|r| r.get::<_, String>(0) != "location_tracking")
+        .filter(|r| !["location_tracking", "tour_checkpoints"].contains(&r.get::<_, &str>(0)))
         .collect();
     assert_eq!(
         pks.len(),
-        23,
-        "one single-column primary key per table (the seed's and panic_dispatches)"
+        28,
+        "one single-column primary key per table (the seed's, panic_dispatches and five of field operations)"
     );
     for pk in &pks {
         let table: String = pk.get(0);

@@ -120,6 +120,17 @@ async fn insert_checkpoints(
         .await
         .map_err(CliError::failed)?;
     }
+    // A tour over the site's QR codes: a round every 30 minutes, 20 to walk it.
+    tx.execute(
+        "WITH t AS (INSERT INTO tours (site_id, name, interval_min, window_min, created_by, created_at)
+                    VALUES ($1, 'Ronde périmètre', 30, 20, $2, now() - interval '1 day') RETURNING id)
+         INSERT INTO tour_checkpoints (tour_id, position, qr_code_id)
+         SELECT t.id, (row_number() OVER (ORDER BY q.name) - 1)::int, q.id
+         FROM t, qr_codes q WHERE q.site_id = $1 AND q.checkpoint_type = 'QR_CODE'",
+        &[&site_id, &supervisor_id],
+    )
+    .await
+    .map_err(CliError::failed)?;
     for n in 0..2 {
         tx.execute(
             "INSERT INTO qr_codes (site_id, checkpoint_type, code, name, created_by) VALUES ($1, 'NFC_TAG', $2, $3, $4)",
