@@ -40,8 +40,9 @@ CREATE TABLE tours (
     interval_min    integer NOT NULL CHECK (interval_min BETWEEN 1 AND 1440),
     -- ... and must be walked within window_min of its start.
     window_min      integer NOT NULL CHECK (window_min >= 1 AND window_min <= interval_min),
-    -- Site-local time of day: a shift's first round starts at its first occurrence at or after
-    -- the shift's start (none when it falls after the shift's end). NULL: at the shift's start.
+    -- Site-local time of day: a shift's rounds start at this time of its first day, or at the
+    -- shift's start if that is later (none when it falls after the shift's end). NULL: at the
+    -- shift's start.
     not_before      time,
     is_active       boolean NOT NULL DEFAULT true,
     created_by      uuid REFERENCES users (id) ON DELETE SET NULL,

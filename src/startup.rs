@@ -114,8 +114,22 @@ impl Application {
                 (_, Err(e)) => tracing::error!(error = %e, "no change feed"),
             }
         }
+        // The alert engine's own connections: its bursts (10,000 rounds judged at a shift
+        // change) queue behind each other, never in front of a device's event.
+        let engine_pool = if settings.database.url.is_empty() {
+            pool.clone()
+        } else {
+            let mut db = settings.database.clone();
+            db.pool_size = settings.alerts.pool_size;
+            crate::storage::pool::build_pool(&settings.database.url, &db).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "alert engine: own pool not built; sharing the main pool");
+                pool.clone()
+            })
+        };
+        let alert_bus = crate::realtime::live::bus(16384);
         crate::alerts::Engine {
-            pool: pool.clone(),
+            pool: engine_pool,
+            alert_bus: alert_bus.clone(),
             settings: settings.clone(),
             dispatcher: dispatcher.clone(),
             hub: hub.clone(),
@@ -125,6 +139,7 @@ impl Application {
         .start(announce_rx);
         let state = web::Data::new(AppState {
             webhook_key,
+            alert_bus,
             pool,
             metrics: observability::prometheus(),
             settings: settings.clone(),

@@ -31,6 +31,9 @@ pub struct AppState {
     pub hub: actix::Addr<crate::realtime::hub::AgentHub>,
     /// Field events for the dispatcher and consoles.
     pub live: crate::realtime::live::LiveBus,
+    /// Alerts and notifications for consoles: a bus of their own, so that a burst of them
+    /// (a shift change's missed rounds) never pushes field events out of the dispatcher's.
+    pub alert_bus: crate::realtime::live::LiveBus,
     /// Coalesced positions of on-duty agents, for consoles.
     pub positions: tokio::sync::broadcast::Sender<crate::realtime::live::PositionUpdate>,
     /// The dispatcher actor.

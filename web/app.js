@@ -401,8 +401,8 @@ function renderAlerts() {
     if (staff && a.kind === "panic") act("Acknowledge", () => closeAlert(a, `/api/v1/panics/${a.id}/acknowledge`, {}));
     if (staff && a.kind === "violation") {
       act("Resolve", () => {
-        const note = prompt("Note for the record", "") ?? "";
-        return closeAlert(a, `/api/v1/violations/${a.id}/resolve`, { note });
+        const note = (prompt("Note for the record", "") ?? "").trim();
+        return closeAlert(a, `/api/v1/violations/${a.id}/resolve`, { note: note || null });
       });
     }
     if (staff && a.kind === "emergency") act("Close", () => closeAlert(a, `/api/v1/emergencies/${a.id}/close`, {}));
@@ -418,8 +418,8 @@ function renderAlerts() {
     }
     if (staff && r) {
       act("Resolve", () => {
-        const note = prompt("Note for the record", "") ?? "";
-        return closeAlert(a, `/api/v1/alerts/${a.id}/resolve`, { note });
+        const note = (prompt("Note for the record", "") ?? "").trim();
+        return closeAlert(a, `/api/v1/alerts/${a.id}/resolve`, { note: note || null });
       });
     }
     if (a.lat != null) act("Show", () => map.setView([a.lat, a.lon], Math.max(map.getZoom(), 16)));

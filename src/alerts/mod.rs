@@ -33,11 +33,15 @@ use crate::{
 
 /// What the engine's tasks need.
 pub struct Engine {
+    /// The engine's own pool (`alerts.pool_size`).
     pub pool: Pool,
     pub settings: std::sync::Arc<Settings>,
     pub dispatcher: Addr<Dispatcher>,
     pub hub: Addr<AgentHub>,
+    /// Field events: the safety watch reads activity from it.
     pub live: LiveBus,
+    /// Where committed alerts and notifications are announced.
+    pub alert_bus: LiveBus,
     /// The webhook signing key (`webhooks.key_file`).
     pub webhook_key: [u8; 32],
 }
@@ -80,9 +84,15 @@ async fn rules(pool: Pool, settings: std::sync::Arc<Settings>, tick: Duration) {
         interval.tick().await;
         let result = async {
             tours::create_rounds(&pool, catch_up).await?;
-            let missed = tours::judge_rounds(&pool).await?;
-            if missed > 0 {
-                metrics::counter!("tour_missed_rounds_total").increment(missed as u64);
+            // A shift change closes thousands of rounds at once: batches until none is due,
+            // at most ten a tick so that escalation is never starved.
+            for _ in 0..10 {
+                let (judged, missed) = tours::judge_rounds(&pool).await?;
+                metrics::counter!("tour_rounds_judged_total").increment(judged as u64);
+                metrics::counter!("tour_missed_rounds_total").increment(missed);
+                if judged < tours::JUDGE_BATCH as usize {
+                    break;
+                }
             }
             escalation::escalate_due(&pool, &settings.alerts).await?;
             Ok::<_, crate::storage::DbError>(())

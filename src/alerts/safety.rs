@@ -287,17 +287,21 @@ impl SafetyWatch {
             // A new fix is activity; one beyond still_m moves the anchor.
             if let Some((lat, lon, at)) = a.fix {
                 if w.fix_at != Some(at) {
+                    // A new fix is an event (the idle clock starts again); only a move beyond
+                    // still_m starts the still clock again and ends an alerted stretch: a
+                    // guard lying still with a phone that keeps sending fixes raises one
+                    // alert, not one per check-in.
                     if w.fix_at.is_some() {
                         w.active_at = now;
-                        if w.pending.is_none() {
-                            w.alerted = false;
-                        }
                     }
                     w.fix_at = Some(at);
                     let moved = w
                         .anchor
                         .is_none_or(|(alat, alon, _)| metres(lat, lon, alat, alon) > rules.still_m);
                     if moved {
+                        if w.anchor.is_some() {
+                            w.alerted = false;
+                        }
                         w.anchor = Some((lat, lon, now));
                     }
                 }
@@ -479,8 +483,12 @@ impl SafetyWatch {
             }
             None => json!({"error": "no position known for the agent"}),
         };
+        // The alert's own trigger announces only steps of its life cycle: this addition is
+        // announced by hand, so consoles see whom was sent.
         db.execute(
-            "UPDATE alerts SET details = details || jsonb_build_object('dispatch', $2::jsonb) WHERE id = $1",
+            "WITH u AS (UPDATE alerts SET details = details || jsonb_build_object('dispatch', $2::jsonb)
+                        WHERE id = $1 RETURNING id)
+             SELECT pg_notify('bahinlink_alerts', 'alerts:' || id::text) FROM u",
             &[&alert_id, &dispatched],
         )
         .await?;
@@ -525,42 +533,28 @@ impl SafetyWatch {
     async fn shifts(&self) -> Result<(), DbError> {
         let late_s = self.settings.late_clock_in_after_s;
         let db = self.pool.get().await?;
-        // A shift that ended without a clock-in: NO_SHOW, its alert, its late alert closed.
-        let rows = db
-            .query(
-                "UPDATE shifts s SET status = 'NO_SHOW'
+        // A shift that ended without a clock-in: NO_SHOW, its alert and its late alert closed,
+        // in one statement (all or nothing).
+        db.execute(
+            "WITH s AS (
+                 UPDATE shifts s SET status = 'NO_SHOW'
                  WHERE s.status IN ('SCHEDULED', 'CONFIRMED') AND s.deleted_at IS NULL
                    AND s.agent_id IS NOT NULL AND s.shift_type <> 'EMERGENCY'
                    AND s.end_time <= now() AND s.start_time > now() - interval '1 day'
                    AND NOT EXISTS (SELECT 1 FROM attendance a WHERE a.shift_id = s.id)
-                 RETURNING s.id, s.agent_id, s.site_id, s.start_time, s.end_time",
-                &[],
-            )
-            .await?;
-        for r in &rows {
-            let shift: Uuid = r.col("id")?;
-            let start: DateTime<Utc> = r.col("start_time")?;
-            let end: DateTime<Utc> = r.col("end_time")?;
-            let alert = NewAlert {
-                kind: AlertKind::NoShow,
-                severity: AlertSeverity::High,
-                dedupe_key: format!("no_show:{shift}"),
-                site_id: r.col("site_id")?,
-                agent_id: r.col("agent_id")?,
-                shift_id: Some(shift),
-                source_id: Some(shift),
-                title: "Shift ended without a clock-in".into(),
-                details: json!({"start_time": start, "end_time": end}),
-            };
-            open(&**db, &alert).await?;
-            resolve_by_system(
-                &**db,
-                AlertKind::LateClockIn,
-                "a.shift_id = $1",
-                (&shift, "the shift ended without a clock-in (no show)"),
-            )
-            .await?;
-        }
+                 RETURNING s.id, s.agent_id, s.site_id, s.start_time, s.end_time),
+             opened AS (
+                 INSERT INTO alerts (kind, severity, dedupe_key, site_id, agent_id, shift_id, source_id, title, details)
+                 SELECT 'NO_SHOW', 'HIGH', 'no_show:' || s.id, s.site_id, s.agent_id, s.id, s.id,
+                        'Shift ended without a clock-in',
+                        jsonb_build_object('start_time', s.start_time, 'end_time', s.end_time)
+                 FROM s ON CONFLICT (dedupe_key) DO NOTHING RETURNING id)
+             UPDATE alerts a SET resolved_at = GREATEST(now(), a.opened_at),
+                 resolution_note = 'the shift ended without a clock-in (no show)'
+             FROM s WHERE a.kind = 'LATE_CLOCK_IN' AND a.shift_id = s.id AND a.resolved_at IS NULL",
+            &[],
+        )
+        .await?;
         if late_s == 0 {
             return Ok(());
         }
@@ -592,12 +586,15 @@ impl SafetyWatch {
             };
             open(&**db, &alert).await?;
         }
-        // Late alerts whose shift has a clock-in now.
+        // Late alerts whose shift has a clock-in now, or was cancelled or deleted.
         db.execute(
             "UPDATE alerts a SET resolved_at = GREATEST(now(), a.opened_at),
-                 resolution_note = 'the agent clocked in'
+                 resolution_note = CASE WHEN EXISTS (SELECT 1 FROM attendance t WHERE t.shift_id = a.shift_id)
+                                        THEN 'the agent clocked in' ELSE 'the shift was cancelled' END
              WHERE a.kind = 'LATE_CLOCK_IN' AND a.resolved_at IS NULL
-               AND EXISTS (SELECT 1 FROM attendance t WHERE t.shift_id = a.shift_id)",
+               AND (EXISTS (SELECT 1 FROM attendance t WHERE t.shift_id = a.shift_id)
+                    OR NOT EXISTS (SELECT 1 FROM shifts s WHERE s.id = a.shift_id
+                                   AND s.status IN ('SCHEDULED', 'CONFIRMED') AND s.deleted_at IS NULL))",
             &[],
         )
         .await?;

@@ -81,18 +81,6 @@ pub fn notification_from_row(r: &Row) -> Result<NotificationRecord, ColumnError>
     })
 }
 
-/// One notification by id.
-pub async fn read_notification(
-    db: &impl GenericClient,
-    id: Uuid,
-) -> Result<Option<NotificationRecord>, DbError> {
-    let sql = format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications n WHERE n.id = $1");
-    match db.query_opt(&sql, &[&id]).await? {
-        Some(r) => Ok(Some(notification_from_row(&r)?)),
-        None => Ok(None),
-    }
-}
-
 /// An alert to open.
 #[derive(Debug, Clone)]
 pub struct NewAlert {
@@ -138,6 +126,31 @@ pub async fn open(db: &impl GenericClient, a: &NewAlert) -> Result<Option<Uuid>,
         Some(r) => Some(r.col("id")?),
         None => None,
     })
+}
+
+/// Opens many alerts in one statement (each unless its cause has one); answers how many.
+pub async fn open_many(db: &impl GenericClient, alerts: &[NewAlert]) -> Result<u64, DbError> {
+    if alerts.is_empty() {
+        return Ok(0);
+    }
+    let kind: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
+    let severity: Vec<AlertSeverity> = alerts.iter().map(|a| a.severity).collect();
+    let key: Vec<&str> = alerts.iter().map(|a| a.dedupe_key.as_str()).collect();
+    let site: Vec<Option<Uuid>> = alerts.iter().map(|a| a.site_id).collect();
+    let agent: Vec<Option<Uuid>> = alerts.iter().map(|a| a.agent_id).collect();
+    let shift: Vec<Option<Uuid>> = alerts.iter().map(|a| a.shift_id).collect();
+    let source: Vec<Option<Uuid>> = alerts.iter().map(|a| a.source_id).collect();
+    let title: Vec<&str> = alerts.iter().map(|a| a.title.as_str()).collect();
+    let details: Vec<&Value> = alerts.iter().map(|a| &a.details).collect();
+    Ok(db
+        .execute(
+            "INSERT INTO alerts (kind, severity, dedupe_key, site_id, agent_id, shift_id, source_id, title, details)
+             SELECT * FROM unnest($1::\"AlertKind\"[], $2::\"AlertSeverity\"[], $3::text[], $4::uuid[],
+                                  $5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::jsonb[])
+             ON CONFLICT (dedupe_key) DO NOTHING",
+            &[&kind, &severity, &key, &site, &agent, &shift, &source, &title, &details],
+        )
+        .await?)
 }
 
 /// Resolves by the system the open alerts of `kind` that `condition` (an SQL condition on

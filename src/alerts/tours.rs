@@ -13,14 +13,14 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::store::{open, resolve_by_system, NewAlert};
+use super::store::{open_many, resolve_by_system, NewAlert};
 use crate::{
     domain::enums::{AlertKind, AlertSeverity, TourRoundStatus},
     storage::{row::RowExt, DbError},
 };
 
 /// Rounds judged per tick at most (the rest wait for the next tick).
-const JUDGE_BATCH: i64 = 500;
+pub(crate) const JUDGE_BATCH: i64 = 2000;
 
 /// How one checkpoint of a round went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,14 +128,12 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
             "WITH running AS (
                  SELECT t.id AS tour_id, t.interval_min, t.window_min, t.created_at AS tour_since,
                         s.id AS shift_id, s.site_id, s.agent_id, s.end_time,
-                        CASE WHEN t.not_before IS NULL THEN s.start_time ELSE (
-                            SELECT min(c) FROM (VALUES
-                                ((((s.start_time AT TIME ZONE z.timezone)::date) + t.not_before) AT TIME ZONE z.timezone),
-                                ((((s.start_time AT TIME ZONE z.timezone)::date + 1) + t.not_before) AT TIME ZONE z.timezone)
-                            ) v(c) WHERE c >= s.start_time)
+                        CASE WHEN t.not_before IS NULL THEN s.start_time ELSE GREATEST(s.start_time,
+                            (((s.start_time AT TIME ZONE z.timezone)::date) + t.not_before) AT TIME ZONE z.timezone)
                         END AS anchor,
                         (SELECT min(a.clock_in_time) FROM attendance a WHERE a.shift_id = s.id) AS clocked_in,
-                        (SELECT count(*) FROM tour_checkpoints tc WHERE tc.tour_id = t.id)::int AS expected,
+                        (SELECT count(*) FROM tour_checkpoints tc JOIN qr_codes q ON q.id = tc.qr_code_id
+                          WHERE tc.tour_id = t.id AND q.deleted_at IS NULL AND q.is_active)::int AS expected,
                         ($1 OR NOT EXISTS (SELECT 1 FROM tour_rounds x WHERE x.tour_id = t.id AND x.shift_id = s.id)) AS full
                  FROM tours t
                  JOIN sites z ON z.id = t.site_id
@@ -165,170 +163,232 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
     Ok(n)
 }
 
-/// Judges the rounds whose window closed and those whose late period ended; answers how many
-/// missed-checkpoint alerts were opened.
-pub(crate) async fn judge_rounds(pool: &Pool) -> Result<usize, DbError> {
-    let mut db = pool.get().await?;
-    let due = db
-        .query(
-            "(SELECT id FROM tour_rounds WHERE status = 'OPEN' AND closes_at <= now() ORDER BY closes_at LIMIT $1)
-             UNION
-             (SELECT id FROM tour_rounds WHERE NOT finalized AND late_until <= now() ORDER BY late_until LIMIT $1)",
-            &[&JUDGE_BATCH],
-        )
-        .await?;
-    let mut alerts = 0;
-    for row in due {
-        let id: Uuid = row.col("id")?;
-        let tx = db.transaction().await?;
-        if judge_round(&tx, id).await? {
-            alerts += 1;
-        }
-        tx.commit().await?;
-    }
-    Ok(alerts)
+/// A round is judged this long after its window closes (or its late period ends), so that a
+/// scan made at the last second and still on its way counts.
+const JUDGE_GRACE_S: f64 = 3.0;
+
+/// One round being judged, with its stops.
+struct Due {
+    id: Uuid,
+    tour_id: Uuid,
+    tour_name: String,
+    tour_gone: bool,
+    ordered: bool,
+    shift_id: Uuid,
+    site_id: Uuid,
+    agent_id: Option<Uuid>,
+    round_no: i32,
+    opens_at: DateTime<Utc>,
+    closes_at: DateTime<Utc>,
+    /// The window is closing now (not a second pass after the late period).
+    closing: bool,
+    late_over: bool,
+    wrong_site: i64,
+    stops: Vec<Stop>,
 }
 
-/// Judges one round (locked); answers whether a missed-checkpoint alert was opened.
-async fn judge_round(tx: &deadpool_postgres::Transaction<'_>, id: Uuid) -> Result<bool, DbError> {
-    let Some(r) = tx
-        .query_opt(
-            "SELECT r.tour_id, r.shift_id, r.site_id, r.agent_id, r.round_no, r.opens_at, r.closes_at,
-                    r.late_until, r.status, r.finalized, t.name AS tour_name, t.ordered,
-                    r.late_until <= now() AS late_over
-             FROM tour_rounds r JOIN tours t ON t.id = r.tour_id
-             WHERE r.id = $1 FOR UPDATE OF r",
-            &[&id],
-        )
-        .await?
-    else {
-        return Ok(false);
-    };
-    let status: TourRoundStatus = r.col("status")?;
-    let finalized: bool = r.col("finalized")?;
-    let late_over: bool = r.col("late_over")?;
-    if finalized || (status != TourRoundStatus::Open && !late_over) {
-        return Ok(false); // judged meanwhile
-    }
-    let tour_id: Uuid = r.col("tour_id")?;
-    let agent_id: Option<Uuid> = r.col("agent_id")?;
-    let opens_at: DateTime<Utc> = r.col("opens_at")?;
-    let closes_at: DateTime<Utc> = r.col("closes_at")?;
-    let late_until: DateTime<Utc> = r.col("late_until")?;
+/// Judges, set-based and in one transaction, up to `JUDGE_BATCH` rounds whose window closed
+/// or whose late period ended; answers (rounds judged, missed-checkpoint alerts opened).
+/// Rounds are locked with SKIP LOCKED, so two daemons never judge one twice.
+pub(crate) async fn judge_rounds(pool: &Pool) -> Result<(usize, u64), DbError> {
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
     let rows = tx
         .query(
-            "SELECT tc.position, tc.qr_code_id, q.name,
+            "WITH due AS (
+                 SELECT r.id FROM tour_rounds r
+                 WHERE (r.status = 'OPEN' AND r.closes_at <= now() - make_interval(secs => $2))
+                    OR (NOT r.finalized AND r.status <> 'OPEN' AND r.late_until <= now() - make_interval(secs => $2))
+                 ORDER BY r.closes_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             SELECT r.id, r.tour_id, r.shift_id, r.site_id, r.agent_id, r.round_no, r.opens_at,
+                    r.closes_at, r.status = 'OPEN' AS closing, r.late_until <= now() AS late_over,
+                    t.name AS tour_name, t.ordered, t.deleted_at IS NOT NULL AS tour_gone,
+                    tc.position, q.id AS qr_code_id, q.name,
                     (SELECT min(sc.scanned_at) FROM qr_code_scans sc
-                     WHERE sc.agent_id = $2 AND sc.qr_code_id = tc.qr_code_id AND sc.is_valid
-                       AND sc.scanned_at >= $3 AND sc.scanned_at < $4) AS in_window,
+                     WHERE sc.agent_id = r.agent_id AND sc.qr_code_id = q.id AND sc.is_valid
+                       AND sc.scanned_at >= r.opens_at AND sc.scanned_at < r.closes_at) AS in_window,
                     (SELECT min(sc.scanned_at) FROM qr_code_scans sc
-                     WHERE sc.agent_id = $2 AND sc.qr_code_id = tc.qr_code_id AND sc.is_valid
-                       AND sc.scanned_at >= $4 AND sc.scanned_at < $5) AS late
-             FROM tour_checkpoints tc JOIN qr_codes q ON q.id = tc.qr_code_id
-             WHERE tc.tour_id = $1 ORDER BY tc.position",
-            &[&tour_id, &agent_id, &opens_at, &closes_at, &late_until],
+                     WHERE sc.agent_id = r.agent_id AND sc.qr_code_id = q.id AND sc.is_valid
+                       AND sc.scanned_at >= r.closes_at AND sc.scanned_at < r.late_until) AS late,
+                    (SELECT count(*) FROM qr_code_scans sc
+                     WHERE sc.agent_id = r.agent_id AND sc.scanned_at >= r.opens_at
+                       AND sc.scanned_at < r.closes_at AND sc.validation_result = 'wrong_site') AS wrong_site
+             FROM due JOIN tour_rounds r ON r.id = due.id JOIN tours t ON t.id = r.tour_id
+             LEFT JOIN tour_checkpoints tc ON tc.tour_id = r.tour_id
+             LEFT JOIN qr_codes q ON q.id = tc.qr_code_id AND q.deleted_at IS NULL AND q.is_active
+             ORDER BY r.id, tc.position",
+            &[&JUDGE_BATCH, &JUDGE_GRACE_S],
         )
         .await?;
-    let mut stops = Vec::with_capacity(rows.len());
+    let mut rounds: Vec<Due> = Vec::new();
     for row in &rows {
-        stops.push(Stop {
-            checkpoint_id: row.col("qr_code_id")?,
-            name: row.col("name")?,
-            position: row.col("position")?,
-            in_window: row.col("in_window")?,
-            late: row.col("late")?,
-        });
+        let id: Uuid = row.col("id")?;
+        if rounds.last().is_none_or(|d| d.id != id) {
+            rounds.push(Due {
+                id,
+                tour_id: row.col("tour_id")?,
+                tour_name: row.col("tour_name")?,
+                tour_gone: row.col("tour_gone")?,
+                ordered: row.col("ordered")?,
+                shift_id: row.col("shift_id")?,
+                site_id: row.col("site_id")?,
+                agent_id: row.col("agent_id")?,
+                round_no: row.col("round_no")?,
+                opens_at: row.col("opens_at")?,
+                closes_at: row.col("closes_at")?,
+                closing: row.col("closing")?,
+                late_over: row.col("late_over")?,
+                wrong_site: row.col("wrong_site")?,
+                stops: Vec::new(),
+            });
+        }
+        // A checkpoint deleted or deactivated since is not expected any more.
+        let checkpoint: Option<Uuid> = row.col("qr_code_id")?;
+        if let (Some(checkpoint_id), Some(d)) = (checkpoint, rounds.last_mut()) {
+            d.stops.push(Stop {
+                checkpoint_id,
+                name: row.col("name")?,
+                position: row.col("position")?,
+                in_window: row.col("in_window")?,
+                late: row.col("late")?,
+            });
+        }
     }
-    let wrong_site: i64 = tx
-        .query_one(
-            "SELECT count(*) AS n FROM qr_code_scans
-             WHERE agent_id = $1 AND scanned_at >= $2 AND scanned_at < $3 AND validation_result = 'wrong_site'",
-            &[&agent_id, &opens_at, &closes_at],
-        )
-        .await?
-        .col("n")?;
-    let ordered: bool = r.col("ordered")?;
-    let v = judge(&stops, ordered, late_over);
-    let visits: Vec<serde_json::Value> = stops
-        .iter()
-        .zip(&v.visits)
-        .map(|(s, visit)| {
-            json!({
-                "checkpoint_id": s.checkpoint_id,
-                "name": s.name,
-                "position": s.position,
-                "visit": visit,
-                "scanned_at": s.in_window.or(s.late),
+    if rounds.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut u = RoundUpdates::default();
+    let mut alerts: Vec<NewAlert> = Vec::new();
+    let mut walked_after_all: Vec<Uuid> = Vec::new();
+    for d in &rounds {
+        let v = judge(&d.stops, d.ordered, d.late_over);
+        let visits: Vec<serde_json::Value> = d
+            .stops
+            .iter()
+            .zip(&v.visits)
+            .map(|(s, visit)| {
+                json!({
+                    "checkpoint_id": s.checkpoint_id,
+                    "name": s.name,
+                    "position": s.position,
+                    "visit": visit,
+                    "scanned_at": s.in_window.or(s.late),
+                })
             })
-        })
-        .collect();
+            .collect();
+        u.push(d, &v, serde_json::Value::Array(visits));
+        let unscanned: Vec<&Stop> = d.stops.iter().filter(|s| s.in_window.is_none()).collect();
+        if !d.closing && unscanned.is_empty() {
+            // Scans made in the window reached the daemon after it closed (a device that was
+            // offline sent its backlog): the round was walked after all.
+            walked_after_all.push(d.id);
+        }
+        if d.closing && !unscanned.is_empty() && !d.tour_gone {
+            alerts.push(missed_alert(d, &unscanned));
+        }
+    }
     tx.execute(
-        "UPDATE tour_rounds SET status = $2, on_time = $3, out_of_order = $4, late = $5, missed = $6,
-             wrong_site = $7, visits = $8, closed_at = COALESCE(closed_at, now()), finalized = $9
-         WHERE id = $1",
+        "UPDATE tour_rounds r SET status = u.status::\"TourRoundStatus\", on_time = u.on_time,
+             out_of_order = u.out_of_order, late = u.late, missed = u.missed, wrong_site = u.wrong_site,
+             expected = u.expected, visits = u.visits, closed_at = COALESCE(r.closed_at, now()),
+             finalized = u.finalized
+         FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::int4[], $5::int4[], $6::int4[], $7::int4[],
+                     $8::int4[], $9::jsonb[], $10::bool[])
+              AS u(id, status, on_time, out_of_order, late, missed, wrong_site, expected, visits, finalized)
+         WHERE r.id = u.id",
         &[
-            &id,
-            &v.status,
-            &v.on_time,
-            &v.out_of_order,
-            &v.late,
-            &v.missed,
-            &(wrong_site as i32),
-            &serde_json::Value::Array(visits),
-            &late_over,
+            &u.id,
+            &u.status,
+            &u.on_time,
+            &u.out_of_order,
+            &u.late,
+            &u.missed,
+            &u.wrong_site,
+            &u.expected,
+            &u.visits,
+            &u.finalized,
         ],
     )
     .await?;
-    let closing = status == TourRoundStatus::Open;
-    let unscanned: Vec<&Stop> = stops.iter().filter(|s| s.in_window.is_none()).collect();
-    if !closing && unscanned.is_empty() {
-        // Scans made in the window reached the daemon after it closed (a device that was
-        // offline sends its backlog): the round was walked after all.
+    let opened = open_many(&*tx, &alerts).await?;
+    if !walked_after_all.is_empty() {
         resolve_by_system(
-            &**tx,
+            &*tx,
             AlertKind::MissedCheckpoint,
-            "a.source_id = $1",
+            "a.source_id = ANY($1)",
             (
-                &id,
+                &walked_after_all,
                 "the round's scans arrived after its window closed; all were in time",
             ),
         )
         .await?;
     }
-    if !closing || unscanned.is_empty() {
-        return Ok(false);
+    tx.commit().await?;
+    Ok((rounds.len(), opened))
+}
+
+/// The columns of the rounds' update, one array each.
+#[derive(Default)]
+struct RoundUpdates {
+    id: Vec<Uuid>,
+    status: Vec<String>,
+    on_time: Vec<i32>,
+    out_of_order: Vec<i32>,
+    late: Vec<i32>,
+    missed: Vec<i32>,
+    wrong_site: Vec<i32>,
+    expected: Vec<i32>,
+    visits: Vec<serde_json::Value>,
+    finalized: Vec<bool>,
+}
+
+impl RoundUpdates {
+    fn push(&mut self, d: &Due, v: &Verdict, visits: serde_json::Value) {
+        self.id.push(d.id);
+        self.status.push(v.status.label());
+        self.on_time.push(v.on_time);
+        self.out_of_order.push(v.out_of_order);
+        self.late.push(v.late);
+        self.missed.push(v.missed);
+        self.wrong_site
+            .push(d.wrong_site.min(i32::MAX as i64) as i32);
+        self.expected.push(d.stops.len() as i32);
+        self.visits.push(visits);
+        self.finalized.push(d.late_over);
     }
-    let round_no: i32 = r.col("round_no")?;
-    let tour_name: String = r.col("tour_name")?;
+}
+
+/// The alert of a round closed with checkpoints not scanned.
+fn missed_alert(d: &Due, unscanned: &[&Stop]) -> NewAlert {
     let names: Vec<&str> = unscanned.iter().map(|s| s.name.as_str()).collect();
-    let alert = NewAlert {
+    NewAlert {
         kind: AlertKind::MissedCheckpoint,
         severity: AlertSeverity::Medium,
-        dedupe_key: format!("missed_checkpoint:{id}"),
-        site_id: r.col("site_id")?,
-        agent_id,
-        shift_id: r.col("shift_id")?,
-        source_id: Some(id),
+        dedupe_key: format!("missed_checkpoint:{}", d.id),
+        site_id: Some(d.site_id),
+        agent_id: d.agent_id,
+        shift_id: Some(d.shift_id),
+        source_id: Some(d.id),
         title: format!(
-            "Round {} of {tour_name}: {} of {} checkpoints not scanned ({})",
-            round_no + 1,
+            "Round {} of {}: {} of {} checkpoints not scanned ({})",
+            d.round_no + 1,
+            d.tour_name,
             unscanned.len(),
-            stops.len(),
+            d.stops.len(),
             names.join(", ")
         ),
         details: json!({
-            "tour_id": tour_id,
-            "tour_name": tour_name,
-            "round_id": id,
-            "round_no": round_no,
-            "opens_at": opens_at,
-            "closes_at": closes_at,
+            "tour_id": d.tour_id,
+            "tour_name": d.tour_name,
+            "round_id": d.id,
+            "round_no": d.round_no,
+            "opens_at": d.opens_at,
+            "closes_at": d.closes_at,
             "checkpoints": unscanned.iter().map(|s| json!({
                 "checkpoint_id": s.checkpoint_id, "name": s.name, "position": s.position
             })).collect::<Vec<_>>(),
         }),
-    };
-    Ok(open(&**tx, &alert).await?.is_some())
+    }
 }
 
 #[cfg(test)]

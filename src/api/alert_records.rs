@@ -25,6 +25,7 @@ use crate::{
         alert::{AlertRecord, AlertState},
         enums::{AlertKind, AlertSeverity, UserRole},
     },
+    realtime::live::{AlertKind as LiveAlertKind, LiveEvent},
     storage::row::RowExt,
 };
 
@@ -205,17 +206,68 @@ pub async fn acknowledge(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiRe
         &[&id, &caller.user_id],
     )
     .await?;
-    if alert.kind == AlertKind::Panic {
-        // The panic's report (and its repeats) as the panic endpoint would.
-        tx.execute(
+    let reviewed = review_panic(&tx, &alert, &caller).await?;
+    let answer = finish(tx, &caller, "acknowledge", id, before).await?;
+    closed_elsewhere(&state, &alert, &reviewed, &caller);
+    Ok(answer)
+}
+
+/// A panic's report and its repeats go from SUBMITTED to UNDER_REVIEW with their workflow
+/// rows, as `POST /panics/{id}/acknowledge` does; answers the reports moved.
+async fn review_panic(
+    tx: &tokio_postgres::Transaction<'_>,
+    alert: &AlertRecord,
+    caller: &Caller,
+) -> Result<Vec<Uuid>, ApiError> {
+    let (AlertKind::Panic, Some(report)) = (alert.kind, alert.source_id) else {
+        return Ok(Vec::new());
+    };
+    let rows = tx
+        .query(
             "UPDATE reports SET status = 'UNDER_REVIEW', reviewed_by = $2, reviewed_at = now()
              WHERE (id = $1 OR data->>'attached_to' = $1::text)
-               AND report_type = 'EMERGENCY' AND status = 'SUBMITTED'",
-            &[&alert.source_id, &caller.user_id],
+               AND report_type = 'EMERGENCY' AND status = 'SUBMITTED' AND deleted_at IS NULL
+             RETURNING id",
+            &[&report, &caller.user_id],
         )
         .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: Uuid = r.col("id")?;
+        tx.execute(
+            "INSERT INTO report_workflows (report_id, actor_id, from_status, to_status, comment)
+             VALUES ($1, $2, 'SUBMITTED', 'UNDER_REVIEW', 'panic acknowledged (alert)')",
+            &[&id, &caller.user_id],
+        )
+        .await?;
+        ids.push(id);
     }
-    finish(tx, &caller, "acknowledge", id, before).await
+    Ok(ids)
+}
+
+/// Consoles that show violations and panics in their first shapes drop them as they would
+/// after the first endpoints (`alert_closed`).
+fn closed_elsewhere(
+    state: &crate::state::AppState,
+    alert: &AlertRecord,
+    reports: &[Uuid],
+    caller: &Caller,
+) {
+    let at = chrono::Utc::now();
+    let send = |kind, id| {
+        let _ = state.live.send(LiveEvent::AlertClosed {
+            alert: kind,
+            id,
+            site_id: alert.site_id,
+            by: caller.user_id,
+            at,
+        });
+    };
+    match (alert.kind, alert.source_id) {
+        (AlertKind::Panic, _) => reports.iter().for_each(|r| send(LiveAlertKind::Panic, *r)),
+        (AlertKind::GeofenceViolation, Some(v)) => send(LiveAlertKind::Violation, v),
+        _ => {}
+    }
 }
 
 /// Resolves an alert with a note. A violation's row is resolved with it. ADMIN, SUPERVISOR;
@@ -245,7 +297,9 @@ pub async fn resolve(
         &[&id, &caller.user_id, &note],
     )
     .await?;
-    if alert.kind == AlertKind::GeofenceViolation {
+    let reviewed = review_panic(&tx, &alert, &caller).await?;
+    let violation = alert.kind == AlertKind::GeofenceViolation;
+    if violation {
         // Its trigger finds the alert resolved already and leaves it.
         tx.execute(
             "UPDATE geofence_violations v SET status = 'RESOLVED', resolved_by = $2, notes = $3,
@@ -256,7 +310,9 @@ pub async fn resolve(
         )
         .await?;
     }
-    finish(tx, &caller, "resolve", id, before).await
+    let answer = finish(tx, &caller, "resolve", id, before).await?;
+    closed_elsewhere(&state, &alert, &reviewed, &caller);
+    Ok(answer)
 }
 
 /// Audits the step, commits, and answers the alert after it.

@@ -50,8 +50,9 @@ pub struct Tour {
     pub interval_min: i32,
     /// ... and must be walked within this many minutes.
     pub window_min: i32,
-    /// `HH:MM`, site-local: a shift's first round starts at its first occurrence at or after
-    /// the shift's start; null: at the shift's start.
+    /// `HH:MM`, site-local: no round of a shift starts before this time of the shift's first
+    /// day (the first starts then, or at the shift's start if later); null: at the shift's
+    /// start.
     pub not_before: Option<String>,
     pub is_active: bool,
     pub checkpoints: Vec<TourCheckpoint>,
@@ -374,16 +375,20 @@ pub async fn update(
     let tx = db.transaction().await?;
     TOURS.lock(&tx, id).await?;
     let before = doc(&tx, id).await?;
-    if !set.parts.is_empty() {
-        TOURS.update(&tx, id, set).await?;
-    }
     let row = tx
         .query_one(
             "SELECT site_id, interval_min, window_min FROM tours WHERE id = $1",
             &[&id],
         )
         .await?;
-    window_fits(row.col("interval_min")?, row.col("window_min")?)?;
+    // The window and the interval as they will be, checked before the database's own rule.
+    window_fits(
+        b.interval_min.unwrap_or(row.col("interval_min")?),
+        b.window_min.unwrap_or(row.col("window_min")?),
+    )?;
+    if !set.parts.is_empty() {
+        TOURS.update(&tx, id, set).await?;
+    }
     if let Some(ids) = &b.checkpoint_ids {
         set_checkpoints(&tx, id, row.col("site_id")?, ids).await?;
         tx.execute("UPDATE tours SET updated_at = now() WHERE id = $1", &[&id])
@@ -406,6 +411,12 @@ pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult 
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let (before, after) = TOURS.soft_delete(&tx, id, ", is_active = false").await?;
+    // Its rounds still running are dropped; judged ones stay for the reports.
+    tx.execute(
+        "DELETE FROM tour_rounds WHERE tour_id = $1 AND status = 'OPEN'",
+        &[&id],
+    )
+    .await?;
     TOURS
         .audit(&tx, &caller, "delete", id, Some(&before), Some(&after))
         .await?;

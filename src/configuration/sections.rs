@@ -257,6 +257,8 @@ pub struct AlertSettings {
     pub escalate_critical_s: u64,
     /// The highest escalation level.
     pub max_escalation_level: i32,
+    /// Connections of the engine's own pool.
+    pub pool_size: usize,
 }
 
 impl AlertSettings {

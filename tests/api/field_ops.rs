@@ -463,6 +463,7 @@ fn urlencode(s: &str) -> String {
 async fn an_unanswered_check_in_opens_a_lone_worker_alert_and_sends_the_nearest_free_agent() {
     let app = app_with(|s| {
         s.safety.lone_worker_idle_s = 1;
+        s.safety.lone_worker_still_s = 2;
         s.safety.lone_worker_reply_s = 2;
     })
     .await;
@@ -563,6 +564,21 @@ async fn an_unanswered_check_in_opens_a_lone_worker_alert_and_sends_the_nearest_
         .unwrap()
         .get(0);
     assert!(replies >= 1, "replies are events of the ledger");
+    // The guard lies still and the phone keeps sending the same place: no second alarm.
+    for seq in 3..7 {
+        lone.send(position(seq, INSIDE.0, INSIDE.1, 0)).await;
+        lone.ack(seq).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM alerts WHERE kind = 'LONE_WORKER'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "one alert for one stretch of silence");
 }
 
 #[actix_web::test]

@@ -298,23 +298,26 @@ impl Actor for ConsoleSocket {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let me = ctx.address();
-        let mut live = self.state.live.subscribe();
-        let me_live = me.clone();
-        actix::spawn(async move {
-            use tokio::sync::broadcast::error::RecvError;
-            loop {
-                match live.recv().await {
-                    Ok(e) => {
-                        if !me_live.connected() {
-                            break;
+        // Field events and alerts come on two buses; both go through the same filters.
+        for bus in [&self.state.live, &self.state.alert_bus] {
+            let mut live = bus.subscribe();
+            let me_live = me.clone();
+            actix::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    match live.recv().await {
+                        Ok(e) => {
+                            if !me_live.connected() {
+                                break;
+                            }
+                            me_live.do_send(Live(e));
                         }
-                        me_live.do_send(Live(e));
+                        Err(RecvError::Lagged(n)) => me_live.do_send(Missed(n)),
+                        Err(RecvError::Closed) => break,
                     }
-                    Err(RecvError::Lagged(n)) => me_live.do_send(Missed(n)),
-                    Err(RecvError::Closed) => break,
                 }
-            }
-        });
+            });
+        }
         let mut positions = self.state.positions.subscribe();
         actix::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
