@@ -1,6 +1,6 @@
 //! `GET /api/v1/reports/compliance`: were the tours walked? Per site, shift or agent over a
 //! period: rounds expected, completed, partial and missed; checkpoints on time, out of order,
-//! late and missed; and the share of checkpoints scanned within their round's window. JSON, or
+//! late and missed; scans of other sites' checkpoints; and the share of checkpoints scanned within their round's window. JSON, or
 //! CSV with `Accept: text/csv`. Only judged rounds count (their window has closed); one
 //! grouped query over `tour_rounds_opens_at_idx` (docs/performance.md has its timing).
 
@@ -66,6 +66,8 @@ pub struct ComplianceRow {
     pub checkpoints_out_of_order: i64,
     pub checkpoints_late: i64,
     pub checkpoints_missed: i64,
+    /// Scans of another site's checkpoints during the rounds' windows.
+    pub wrong_site_scans: i64,
     /// Checkpoints scanned within their round's window (on time or out of order), in % of
     /// those expected; null when none were expected.
     pub percentage: Option<f64>,
@@ -137,7 +139,8 @@ pub async fn compliance(
                     sum(r.on_time)::int8 AS checkpoints_on_time,
                     sum(r.out_of_order)::int8 AS checkpoints_out_of_order,
                     sum(r.late)::int8 AS checkpoints_late,
-                    sum(r.missed)::int8 AS checkpoints_missed
+                    sum(r.missed)::int8 AS checkpoints_missed,
+                    sum(r.wrong_site)::int8 AS wrong_site_scans
              FROM tour_rounds r JOIN sites s ON s.id = r.site_id
              WHERE {}
              GROUP BY {group})
@@ -167,6 +170,7 @@ pub async fn compliance(
             checkpoints_out_of_order: ooo,
             checkpoints_late: r.col("checkpoints_late")?,
             checkpoints_missed: r.col("checkpoints_missed")?,
+            wrong_site_scans: r.col("wrong_site_scans")?,
             percentage: (expected > 0)
                 .then(|| ((on_time + ooo) as f64 * 1000.0 / expected as f64).round() / 10.0),
         });
@@ -210,7 +214,7 @@ fn field(v: &str) -> String {
 
 fn to_csv(rows: &[ComplianceRow]) -> String {
     let mut out = String::from(
-        "site_id,site_name,shift_id,agent_id,agent_name,rounds_expected,rounds_completed,rounds_partial,rounds_missed,checkpoints_expected,checkpoints_on_time,checkpoints_out_of_order,checkpoints_late,checkpoints_missed,percentage\r\n",
+        "site_id,site_name,shift_id,agent_id,agent_name,rounds_expected,rounds_completed,rounds_partial,rounds_missed,checkpoints_expected,checkpoints_on_time,checkpoints_out_of_order,checkpoints_late,checkpoints_missed,wrong_site_scans,percentage\r\n",
     );
     let opt = |v: Option<Uuid>| v.map(|v| v.to_string()).unwrap_or_default();
     for r in rows {
@@ -229,6 +233,7 @@ fn to_csv(rows: &[ComplianceRow]) -> String {
             r.checkpoints_out_of_order.to_string(),
             r.checkpoints_late.to_string(),
             r.checkpoints_missed.to_string(),
+            r.wrong_site_scans.to_string(),
             r.percentage.map(|p| format!("{p:.1}")).unwrap_or_default(),
         ];
         out.push_str(&cells.join(","));

@@ -399,6 +399,7 @@ async fn a_round_walked_in_part_opens_a_missed_checkpoint_alert_and_the_report_c
     assert_eq!(row["checkpoints_on_time"], 1);
     assert_eq!(row["checkpoints_late"], 1);
     assert_eq!(row["checkpoints_missed"], 2);
+    assert_eq!(row["wrong_site_scans"], 1);
     assert_eq!(row["percentage"], 25.0);
     let (s, by_agent) = app
         .call(
