@@ -130,6 +130,8 @@ CREATE TABLE alerts (
     CHECK (resolved_at IS NULL OR resolved_at >= opened_at)
 );
 CREATE INDEX alerts_unresolved_idx ON alerts (opened_at) WHERE resolved_at IS NULL;
+-- The safety watch's look-ups of one kind's open alerts (late clock-ins, devices offline).
+CREATE INDEX alerts_unresolved_kind_idx ON alerts (kind) WHERE resolved_at IS NULL;
 CREATE INDEX alerts_opened_at_idx ON alerts (opened_at DESC);
 CREATE INDEX alerts_site_id_idx ON alerts (site_id, opened_at DESC);
 CREATE INDEX alerts_agent_id_idx ON alerts (agent_id, opened_at DESC);

@@ -80,10 +80,16 @@ async fn rules(pool: Pool, settings: std::sync::Arc<Settings>, tick: Duration) {
     // The first pass (and the one after a failure) creates every expected round of every
     // running shift, so a restart or an outage skips none.
     let mut catch_up = true;
+    let round_check = Duration::from_millis(settings.alerts.round_check_ms);
+    let mut last_check: Option<tokio::time::Instant> = None;
     loop {
         interval.tick().await;
+        let check_rounds = catch_up || last_check.is_none_or(|t| t.elapsed() >= round_check);
         let result = async {
-            tours::create_rounds(&pool, catch_up).await?;
+            if check_rounds {
+                tours::create_rounds(&pool, catch_up).await?;
+                last_check = Some(tokio::time::Instant::now());
+            }
             // A shift change closes thousands of rounds at once: batches until none is due,
             // at most ten a tick so that escalation is never starved.
             for _ in 0..10 {

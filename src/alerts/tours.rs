@@ -125,17 +125,20 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
     let db = pool.get().await?;
     let n = db
         .execute(
-            "WITH running AS (
+            "WITH cps AS (
+                 SELECT tc.tour_id, count(*)::int AS expected
+                 FROM tour_checkpoints tc JOIN qr_codes q ON q.id = tc.qr_code_id
+                 WHERE q.deleted_at IS NULL AND q.is_active GROUP BY tc.tour_id
+             ), running AS MATERIALIZED (
                  SELECT t.id AS tour_id, t.interval_min, t.window_min, t.created_at AS tour_since,
-                        s.id AS shift_id, s.site_id, s.agent_id, s.end_time,
+                        s.id AS shift_id, s.site_id, s.agent_id, s.end_time, c.expected,
                         CASE WHEN t.not_before IS NULL THEN s.start_time ELSE GREATEST(s.start_time,
                             (((s.start_time AT TIME ZONE z.timezone)::date) + t.not_before) AT TIME ZONE z.timezone)
                         END AS anchor,
                         (SELECT min(a.clock_in_time) FROM attendance a WHERE a.shift_id = s.id) AS clocked_in,
-                        (SELECT count(*) FROM tour_checkpoints tc JOIN qr_codes q ON q.id = tc.qr_code_id
-                          WHERE tc.tour_id = t.id AND q.deleted_at IS NULL AND q.is_active)::int AS expected,
                         ($1 OR NOT EXISTS (SELECT 1 FROM tour_rounds x WHERE x.tour_id = t.id AND x.shift_id = s.id)) AS full
                  FROM tours t
+                 JOIN cps c ON c.tour_id = t.id
                  JOIN sites z ON z.id = t.site_id
                  JOIN shifts s ON s.site_id = t.site_id AND s.status = 'IN_PROGRESS'
                       AND s.deleted_at IS NULL AND s.shift_type <> 'EMERGENCY'
@@ -145,7 +148,7 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
                         floor(extract(epoch FROM now() - r.anchor) / 60 / r.interval_min)::int AS current,
                         GREATEST(0, floor((extract(epoch FROM GREATEST(r.tour_since, COALESCE(r.clocked_in, now())) - r.anchor) / 60
                                            - r.window_min) / r.interval_min)::int + 1) AS first
-                 FROM running r WHERE r.anchor IS NOT NULL AND r.anchor <= now() AND r.expected > 0
+                 FROM running r WHERE r.anchor IS NOT NULL AND r.anchor <= now()
              )
              INSERT INTO tour_rounds (tour_id, shift_id, site_id, agent_id, round_no, opens_at, closes_at, late_until, expected)
              SELECT d.tour_id, d.shift_id, d.site_id, d.agent_id, k,
@@ -154,7 +157,7 @@ pub(crate) async fn create_rounds(pool: &Pool, catch_up: bool) -> Result<u64, Db
                     d.anchor + make_interval(mins => (k + 1) * d.interval_min),
                     d.expected
              FROM due d CROSS JOIN LATERAL generate_series(
-                 CASE WHEN d.full THEN d.first ELSE GREATEST(d.first, d.current - 1) END, d.current) k
+                 CASE WHEN d.full THEN d.first ELSE GREATEST(d.first, d.current) END, d.current) k
              WHERE d.anchor + make_interval(mins => k * d.interval_min) < d.end_time
              ON CONFLICT (tour_id, shift_id, round_no) DO NOTHING",
             &[&catch_up],

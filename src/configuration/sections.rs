@@ -247,6 +247,8 @@ pub enum LogFormat {
 pub struct AlertSettings {
     /// How often tours, safety rules and escalation run.
     pub tick_ms: u64,
+    /// How often new tour rounds are created.
+    pub round_check_ms: u64,
     /// Seconds an unacknowledged LOW alert waits before each escalation.
     pub escalate_low_s: u64,
     /// The same for MEDIUM.

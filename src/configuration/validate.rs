@@ -238,6 +238,8 @@ impl Settings {
         }
         let a = &self.alerts;
         within("alerts.tick_ms", a.tick_ms, 100..=60_000)?;
+        // A round must exist before its window (at least a minute) ends.
+        within("alerts.round_check_ms", a.round_check_ms, 100..=30_000)?;
         within("alerts.escalate_low_s", a.escalate_low_s, 1..=7 * 86_400)?;
         within(
             "alerts.escalate_medium_s",

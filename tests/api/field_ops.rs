@@ -25,6 +25,7 @@ async fn app_with(tune: impl FnOnce(&mut bahinlink::configuration::Settings)) ->
     let url = fresh_database(true).await;
     let mut settings = test_settings(&url);
     settings.alerts.tick_ms = 200;
+    settings.alerts.round_check_ms = 200;
     tune(&mut settings);
     spawn_app_on(settings).await
 }
@@ -366,6 +367,7 @@ async fn a_round_walked_in_part_opens_a_missed_checkpoint_alert_and_the_report_c
     // A second daemon on the same database (a restart) opens no alert twice.
     let mut second = test_settings(&app.db_url);
     second.alerts.tick_ms = 200;
+    second.alerts.round_check_ms = 200;
     let again = spawn_app_on(second).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let n: i64 = again
