@@ -26,6 +26,7 @@ pub mod geofence;
 pub mod ingest;
 #[cfg(test)]
 mod layering;
+pub mod limits;
 pub mod loadgen;
 pub mod observability;
 pub mod os;

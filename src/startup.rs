@@ -138,6 +138,14 @@ impl Application {
         }
         .start(announce_rx);
         let state = web::Data::new(AppState {
+            ws_slots: crate::limits::WsSlots::new(
+                settings.limits.max_websockets,
+                settings.limits.max_websockets_per_ip,
+            ),
+            rest_limiter: crate::limits::RestLimiter::new(
+                settings.limits.rest_per_ip_per_s,
+                settings.limits.rest_per_ip_burst,
+            ),
             webhook_key,
             alert_bus,
             pool,
@@ -184,7 +192,9 @@ impl Application {
         .disable_signals()
         .max_connections(settings.server.max_connections_per_worker)
         .shutdown_timeout(settings.server.shutdown_timeout_s)
-        .client_request_timeout(Duration::from_secs(10));
+        .client_request_timeout(Duration::from_secs(
+            settings.limits.request_header_timeout_s,
+        ));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -237,6 +247,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/assets/{path:.*}").route(get().to(ui::asset)));
     cfg.service(
         web::scope("/api/v1")
+            .wrap(middleware::from_fn(api::limit::per_address))
             .app_data(web::PathConfig::default().error_handler(extract::path_error))
             .app_data(web::QueryConfig::default().error_handler(extract::query_error))
             .service(resource("/openapi.json").route(get().to(openapi::document)))

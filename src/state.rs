@@ -40,6 +40,10 @@ pub struct AppState {
     pub dispatcher: actix::Addr<crate::dispatch::actor::Dispatcher>,
     /// Writes geofence violations, retrying each until it is committed.
     pub violations: crate::ingest::violations::ViolationWriter,
+    /// Open WebSockets, over all and per address (`[limits]`).
+    pub ws_slots: std::sync::Arc<crate::limits::WsSlots>,
+    /// REST requests per address (`[limits]`).
+    pub rest_limiter: crate::limits::RestLimiter,
     /// The key webhook signing secrets derive from (`webhooks.key_file`; never logged).
     pub webhook_key: [u8; 32],
     /// Announces revoked device tokens (api_keys.id) so that live connections using them

@@ -43,6 +43,14 @@ pub enum ApiError {
         /// Seconds announced in `Retry-After`.
         retry_after_s: u64,
     },
+    /// 429: a limit of the caller's address (requests, connections); retry after the delay.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        /// Seconds announced in `Retry-After`.
+        retry_after_s: u64,
+    },
     /// 503: a dependency (the database) is unavailable.
     #[error("{0}")]
     Unavailable(String),
@@ -77,6 +85,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Conflict { code, .. }
+            | ApiError::TooManyRequests { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
@@ -108,7 +117,9 @@ impl ResponseError for ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyAttempts { .. } | ApiError::TooManyRequests { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -119,7 +130,9 @@ impl ResponseError for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let mut res = HttpResponse::build(self.status_code());
-        if let ApiError::TooManyAttempts { retry_after_s, .. } = self {
+        if let ApiError::TooManyAttempts { retry_after_s, .. }
+        | ApiError::TooManyRequests { retry_after_s, .. } = self
+        {
             res.insert_header((
                 actix_web::http::header::RETRY_AFTER,
                 retry_after_s.to_string(),

@@ -15,6 +15,7 @@ pub mod device_tokens;
 pub mod dispatch;
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod list;
 pub mod lone_worker;
 pub mod notifications;

@@ -15,8 +15,8 @@ use toml::{Table, Value};
 
 pub use sections::{
     AlertSettings, AuthSettings, ConsoleSettings, DatabaseSettings, DispatchSettings,
-    EmbeddedSettings, GeofenceSettings, HashCost, IngestSettings, LogFormat, LoggingSettings,
-    SafetySettings, ServerSettings, WebhookSettings, WriterSettings,
+    EmbeddedSettings, GeofenceSettings, HashCost, IngestSettings, LimitSettings, LogFormat,
+    LoggingSettings, SafetySettings, ServerSettings, WebhookSettings, WriterSettings,
 };
 
 /// The compiled-in defaults; also the reference documentation of every setting.
@@ -31,6 +31,8 @@ pub const ENV_PREFIX: &str = "BAHINLINK_";
 pub struct Settings {
     /// HTTP/WebSocket listener.
     pub server: ServerSettings,
+    /// What one client may take: WebSockets, request headers' time, REST requests.
+    pub limits: LimitSettings,
     /// PostgreSQL connection, pool and embedded cluster.
     pub database: DatabaseSettings,
     /// Log filter and format.

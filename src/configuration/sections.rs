@@ -309,3 +309,19 @@ pub struct WebhookSettings {
     /// Deliveries in flight at once.
     pub concurrency: usize,
 }
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Open WebSockets at most (0: no limit).
+    pub max_websockets: usize,
+    /// Open WebSockets from one address at most (0: no limit).
+    pub max_websockets_per_ip: usize,
+    /// Seconds to receive a request's head.
+    pub request_header_timeout_s: u64,
+    /// REST requests per second per address (0: no limit).
+    pub rest_per_ip_per_s: u32,
+    /// Burst above that rate.
+    pub rest_per_ip_burst: u32,
+}

@@ -236,6 +236,28 @@ impl Settings {
                 "must be empty or an http(s) URL template with {z}, {x} and {y}",
             ));
         }
+        let l = &self.limits;
+        within("limits.max_websockets", l.max_websockets, ..=1_000_000)?;
+        within(
+            "limits.max_websockets_per_ip",
+            l.max_websockets_per_ip,
+            ..=1_000_000,
+        )?;
+        within(
+            "limits.request_header_timeout_s",
+            l.request_header_timeout_s,
+            1..=300,
+        )?;
+        within(
+            "limits.rest_per_ip_per_s",
+            l.rest_per_ip_per_s,
+            ..=1_000_000,
+        )?;
+        within(
+            "limits.rest_per_ip_burst",
+            l.rest_per_ip_burst,
+            ..=1_000_000,
+        )?;
         let a = &self.alerts;
         within("alerts.tick_ms", a.tick_ms, 100..=60_000)?;
         // A round must exist before its window (at least a minute) ends.

@@ -2,8 +2,6 @@
 //! coordinates), and whether a fix can be trusted for fence decisions. Synchronous and
 //! allocation-light: they run for every event.
 
-use std::time::Instant;
-
 use chrono::{DateTime, Utc};
 
 use crate::{
@@ -16,38 +14,7 @@ use crate::{
     },
 };
 
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
-#[derive(Debug)]
-pub struct TokenBucket {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    pub fn new(rate: u32, burst: u32, now: Instant) -> Self {
-        TokenBucket {
-            tokens: burst as f64,
-            rate: rate as f64,
-            burst: burst as f64,
-            last: now,
-        }
-    }
-
-    /// Takes a token if there is one.
-    pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
+pub use crate::limits::TokenBucket;
 
 /// Checks what every event must satisfy: a plausible time and, if it has a fix, valid
 /// coordinates.
@@ -127,6 +94,8 @@ pub fn trust(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use chrono::Duration;
 
     use super::*;

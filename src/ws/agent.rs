@@ -22,6 +22,7 @@ use crate::{
         session::{Action, AgentSession, Step},
         writer::{Committed, PositionRow, Submit},
     },
+    limits::{SlotRefused, WsSlot},
     realtime::hub::{Register, SessionCommand, Unregister},
     state::AppState,
     ws::outflow::Outflow,
@@ -48,10 +49,12 @@ pub struct AgentSocket {
     fragments: Option<Vec<u8>>,
     /// The session's actions, reused from call to call.
     actions: Vec<Action>,
+    /// This connection's place under `limits.max_websockets*`, freed with the actor.
+    _slot: WsSlot,
 }
 
 impl AgentSocket {
-    fn new(state: web::Data<AppState>, agent_id: Uuid, device_id: Uuid) -> Self {
+    fn new(state: web::Data<AppState>, agent_id: Uuid, device_id: Uuid, slot: WsSlot) -> Self {
         let limits = Arc::new(state.settings.ingest.clone());
         let now = Instant::now();
         let outflow = Outflow::new(
@@ -75,6 +78,7 @@ impl AgentSocket {
             outflow,
             fragments: None,
             actions: Vec::new(),
+            _slot: slot,
         }
     }
 
@@ -400,11 +404,29 @@ impl Handler<SessionCommand> for AgentSocket {
 }
 
 /// `GET /ws/agent`: authenticates the device token (header or `?token=`), then upgrades.
+/// A place under the WebSocket caps for this request's address, or the refusal: 503 when the
+/// server is full, 429 when the address is.
+pub(crate) fn ws_slot(state: &AppState, req: &HttpRequest) -> Result<WsSlot, ApiError> {
+    let ip = req.peer_addr().map(|a| a.ip());
+    state.ws_slots.acquire(ip).map_err(|refused| {
+        metrics::counter!("ws_refused_total").increment(1);
+        match refused {
+            SlotRefused::Full(_) => ApiError::Unavailable(refused.to_string()),
+            SlotRefused::PerAddress(_) => ApiError::TooManyRequests {
+                code: "too_many_connections_from_address",
+                message: refused.to_string(),
+                retry_after_s: 5,
+            },
+        }
+    })
+}
+
 pub async fn agent_ws(
     req: HttpRequest,
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let slot = ws_slot(&state, &req)?;
     let secret = token_of(&req).ok_or_else(|| {
         ApiError::Unauthorized(
             "a device token is required: Authorization: Bearer <token> or ?token=".into(),
@@ -413,7 +435,7 @@ pub async fn agent_ws(
     let device = authenticate_device(&state.pool, &secret).await?;
     let (device_id, agent_id) = (device.device_id, device.agent_id);
     let max_frame = state.settings.ingest.max_frame_bytes;
-    let actor = AgentSocket::new(state, agent_id, device_id);
+    let actor = AgentSocket::new(state, agent_id, device_id, slot);
     ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(max_frame)
         .start()

@@ -376,6 +376,8 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.safety.offline_after_s = 0;
     settings.safety.late_clock_in_after_s = 0;
     settings.webhooks.key_file = std::env::temp_dir().join("bahinlink-tests-webhook.key");
+    // Every test talks from 127.0.0.1, many requests a second; the limit tests set their own.
+    settings.limits.rest_per_ip_per_s = 0;
     settings
 }
 

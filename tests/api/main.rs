@@ -15,6 +15,7 @@ mod field_ops;
 mod hardening;
 mod helpers;
 mod ingest;
+mod limits;
 mod ops;
 mod schema;
 mod seed;

@@ -78,6 +78,8 @@ pub struct ConsoleSocket {
     last_heard: Instant,
     /// Events the buses dropped for this console (it lagged).
     missed: u64,
+    /// This connection's place under `limits.max_websockets*`, freed with the actor.
+    _slot: crate::limits::WsSlot,
 }
 
 #[derive(Message)]
@@ -464,6 +466,7 @@ pub async fn console_ws(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let slot = crate::ws::agent::ws_slot(&state, &req)?;
     let token = token_of(&req).ok_or_else(|| {
         ApiError::Unauthorized(
             "a user token is required: Authorization: Bearer <token> or ?token=".into(),
@@ -502,6 +505,7 @@ pub async fn console_ws(
         generation: 0,
         last_heard: Instant::now(),
         missed: 0,
+        _slot: slot,
     };
     ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(64 * 1024)
