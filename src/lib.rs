@@ -30,6 +30,8 @@ pub mod limits;
 pub mod loadgen;
 pub mod observability;
 pub mod os;
+#[cfg(test)]
+mod proptests;
 pub mod realtime;
 pub mod simulate;
 pub mod startup;
