@@ -534,3 +534,68 @@ async fn devices_reconnecting_together_each_get_their_own_state() {
         [json!(10), json!(20), json!(30), json!(40), Value::Null]
     );
 }
+
+#[actix_web::test]
+async fn the_writers_connections_killed_mid_stream_lose_and_double_nothing() {
+    let url = fresh_database(true).await;
+    let mut settings = test_settings(&url);
+    // One device sends what a fleet would: its own rate limit is not what is tested here.
+    settings.ingest.rate_limit_per_s = 100_000;
+    settings.ingest.rate_limit_burst = 100_000;
+    let app = spawn_app_on(settings).await;
+    let f = field(&app).await;
+    let mut d = Device::connect(&app, &f.token).await;
+    let dbname = url.rsplit("dbname=").next().unwrap().to_owned();
+    let admin =
+        crate::helpers::connect(&url.replace(&format!("dbname={dbname}"), "dbname=postgres")).await;
+    // 2,000 positions in arrays of 50, while every connection of the daemon is killed three
+    // times from PostgreSQL's side (pg_terminate_backend), batches in flight included.
+    let killer = actix_rt::spawn(async move {
+        let mut killed = 0;
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            killed += admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&dbname],
+                )
+                .await
+                .unwrap();
+        }
+        killed
+    });
+    let start = chrono::Utc::now() - chrono::Duration::seconds(120);
+    for batch in 0..40u64 {
+        let events: Vec<serde_json::Value> = (0..50u64)
+            .map(|i| {
+                let seq = batch * 50 + i + 1;
+                serde_json::json!({"type": "position", "seq": seq,
+                    "ts": start + chrono::Duration::milliseconds(seq as i64 * 50),
+                    "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5})
+            })
+            .collect();
+        d.send(serde_json::Value::Array(events)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = killer.await.unwrap();
+    assert!(killed > 0, "connections were killed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while (1..=2000u64).any(|s| !d.acked.contains(&s)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 2,000 acked after 60 s",
+            d.acked.len()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), d.recv()).await;
+    }
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM location_tracking WHERE agent_id = $1 AND event_type = 'position'",
+            &[&f.agent]
+        )
+        .await,
+        2000,
+        "every acked position stored, once"
+    );
+}
