@@ -28,6 +28,8 @@ pub use crate::state::AppState;
 /// Errors of building the application.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    #[error("TLS on the listener: {0}")]
+    Tls(String),
     #[error(transparent)]
     WebhookKey(#[from] crate::alerts::webhooks::KeyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -198,10 +200,12 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = server
-            .listen(listener)
-            .map_err(|source| StartupError::Bind { addr, source })?
-            .run();
+        let server = match tls_config(&settings.server)? {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
+        .map_err(|source| StartupError::Bind { addr, source })?
+        .run();
         Ok(Application {
             port,
             server,
@@ -228,6 +232,37 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The listener's TLS configuration from `server.tls_cert_file` and `server.tls_key_file`;
+/// None for plain HTTP. A file that cannot be read or parsed stops start-up, naming it.
+fn tls_config(
+    s: &crate::configuration::ServerSettings,
+) -> Result<Option<rustls::ServerConfig>, StartupError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    if s.tls_cert_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let cert_path = s.tls_cert_file.display();
+    let key_path = s.tls_key_file.display();
+    let certs = CertificateDer::pem_file_iter(&s.tls_cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartupError::Tls(format!("server.tls_cert_file {cert_path}: {e}")))?;
+    if certs.is_empty() {
+        return Err(StartupError::Tls(format!(
+            "server.tls_cert_file {cert_path}: no certificate in it"
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(&s.tls_key_file)
+        .map_err(|e| StartupError::Tls(format!("server.tls_key_file {key_path}: {e}")))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartupError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartupError::Tls(format!("{cert_path} with {key_path}: {e}")))?;
+    Ok(Some(config))
 }
 
 /// A resource whose unsupported methods answer a JSON 405.

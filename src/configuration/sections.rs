@@ -159,6 +159,10 @@ pub struct ServerSettings {
     pub shutdown_timeout_s: u64,
     /// Largest accepted JSON body.
     pub json_body_limit_bytes: usize,
+    /// PEM certificate chain for TLS on the listener; empty: plain HTTP.
+    pub tls_cert_file: PathBuf,
+    /// PEM private key of that certificate.
+    pub tls_key_file: PathBuf,
 }
 
 /// `[database]`

@@ -236,6 +236,20 @@ impl Settings {
                 "must be empty or an http(s) URL template with {z}, {x} and {y}",
             ));
         }
+        let (cert, key) = (
+            self.server.tls_cert_file.as_os_str().is_empty(),
+            self.server.tls_key_file.as_os_str().is_empty(),
+        );
+        if cert != key {
+            return Err(ConfigError::invalid(
+                if cert {
+                    "server.tls_cert_file"
+                } else {
+                    "server.tls_key_file"
+                },
+                "TLS needs both server.tls_cert_file and server.tls_key_file (or neither)",
+            ));
+        }
         let l = &self.limits;
         within("limits.max_websockets", l.max_websockets, ..=1_000_000)?;
         within(

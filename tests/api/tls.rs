@@ -193,3 +193,79 @@ async fn sslmode_is_honoured_with_and_without_a_ca_file() {
     .unwrap_err();
     assert!(err.contains("tls_ca_file"), "{err}");
 }
+
+/// The daemon's own listener over TLS (`server.tls_cert_file`, `server.tls_key_file`): HTTPS
+/// answers, plain HTTP on the same port gets nothing useful, and unreadable files stop
+/// start-up naming them.
+#[actix_web::test]
+async fn the_listener_serves_https_with_the_configured_certificate() {
+    use std::io::{Read, Write};
+    let dir = scratch_dir("https");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut c = Command::new("openssl");
+    c.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+    ])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    run(c, "openssl req");
+    let url = crate::helpers::fresh_database(true).await;
+    let mut settings = test_settings(&url);
+    settings.server.tls_cert_file = cert.clone();
+    settings.server.tls_key_file = key.clone();
+    let app = crate::helpers::spawn_app_on(settings.clone()).await;
+    let port = app.port;
+    let (https, plain) = actix_web::rt::task::spawn_blocking(move || {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_client");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let https = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut plain = Vec::new();
+        let _ = s.read_to_end(&mut plain);
+        (https, String::from_utf8_lossy(&plain).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(https.starts_with("HTTP/1.1 200"), "{https}");
+    assert!(https.contains("\"ok\""), "{https}");
+    assert!(
+        !plain.starts_with("HTTP/1.1 200"),
+        "plain HTTP on the TLS port: {plain}"
+    );
+
+    // A missing key file stops start-up with its name.
+    settings.server.tls_key_file = dir.join("missing.pem");
+    let pool = build_pool(&url, &settings.database).unwrap();
+    let err = bahinlink::startup::Application::build(settings, pool)
+        .await
+        .err()
+        .expect("no start without the key");
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+}
