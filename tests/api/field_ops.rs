@@ -30,6 +30,11 @@ async fn app_with(tune: impl FnOnce(&mut bahinlink::configuration::Settings)) ->
     spawn_app_on(settings).await
 }
 
+/// The status of a bodiless request with a bearer token.
+async fn status(app: &TestApp, method: &str, path: &str, token: &str) -> u16 {
+    app.call(method, path, Some(token), None).await.0
+}
+
 /// Polls `sql` (one row, one column `n`) until `pred` holds, for at most 15 s.
 async fn eventually(app: &TestApp, what: &str, sql: &str, pred: impl Fn(i64) -> bool) -> i64 {
     let db = app.db().await;
@@ -134,24 +139,15 @@ async fn tours_are_managed_by_staff_and_read_by_their_client() {
         .get(0);
     let own = app.user("CLIENT", Some(site_client)).await;
     let stranger = app.user("CLIENT", Some(other_client)).await;
-    let (s, _) = app
-        .call(
-            "GET",
-            &format!("/api/v1/tours/{id}"),
-            Some(&own.token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 200);
-    let (s, _) = app
-        .call(
-            "GET",
-            &format!("/api/v1/tours/{id}"),
-            Some(&stranger.token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404, "another client's tour is not found");
+    assert_eq!(
+        status(&app, "GET", &format!("/api/v1/tours/{id}"), &own.token).await,
+        200
+    );
+    assert_eq!(
+        status(&app, "GET", &format!("/api/v1/tours/{id}"), &stranger.token).await,
+        404,
+        "another client's tour is not found"
+    );
     let (_, list) = app
         .call("GET", "/api/v1/tours", Some(&stranger.token), None)
         .await;
@@ -186,24 +182,20 @@ async fn tours_are_managed_by_staff_and_read_by_their_client() {
         )
         .await;
     assert_eq!(s, 422, "the window may not outgrow the interval: {e}");
-    let (s, _) = app
-        .call(
+    assert_eq!(
+        status(
+            &app,
             "DELETE",
             &format!("/api/v1/tours/{id}"),
-            Some(&f.admin.token),
-            None,
+            &f.admin.token
         )
-        .await;
-    assert_eq!(s, 204);
-    let (s, _) = app
-        .call(
-            "GET",
-            &format!("/api/v1/tours/{id}"),
-            Some(&f.admin.token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
+        .await,
+        204
+    );
+    assert_eq!(
+        status(&app, "GET", &format!("/api/v1/tours/{id}"), &f.admin.token).await,
+        404
+    );
     let audited: i64 = app
         .db()
         .await
@@ -447,15 +439,11 @@ async fn a_round_walked_in_part_opens_a_missed_checkpoint_alert_and_the_report_c
         )
         .await;
     assert_eq!(s, 422, "{e}");
-    let (s, _) = app
-        .call(
-            "GET",
-            "/api/v1/reports/compliance",
-            Some(&f.admin.token),
-            None,
-        )
-        .await;
-    assert_eq!(s, 400, "from and to are required");
+    assert_eq!(
+        status(&app, "GET", "/api/v1/reports/compliance", &f.admin.token).await,
+        400,
+        "from and to are required"
+    );
 }
 
 fn urlencode(s: &str) -> String {
@@ -744,33 +732,36 @@ async fn an_unacknowledged_alert_escalates_to_supervisors_until_someone_takes_it
         .await;
     assert_eq!(s, 200);
     assert!(read["read_at"].is_string());
-    let (s, _) = app
-        .call(
+    assert_eq!(
+        status(
+            &app,
             "POST",
             &format!("/api/v1/notifications/{nid}/read"),
-            Some(&f.admin.token),
-            None,
+            &f.admin.token
         )
-        .await;
-    assert_eq!(s, 404, "another user's notification is not found");
+        .await,
+        404,
+        "another user's notification is not found"
+    );
 
     // Roles and scope of the REST life cycle.
     let agent = app.user("AGENT", None).await;
-    let (s, _) = app
-        .call("GET", "/api/v1/alerts", Some(&agent.token), None)
-        .await;
-    assert_eq!(s, 403);
+    assert_eq!(
+        status(&app, "GET", "/api/v1/alerts", &agent.token).await,
+        403
+    );
     let stranger_client = make_client(&app, &f.admin, "Other").await;
     let stranger = app.user("CLIENT", Some(stranger_client)).await;
-    let (s, _) = app
-        .call(
+    assert_eq!(
+        status(
+            &app,
             "GET",
             &format!("/api/v1/alerts/{id}"),
-            Some(&stranger.token),
-            None,
+            &stranger.token
         )
-        .await;
-    assert_eq!(s, 404);
+        .await,
+        404
+    );
     let (s, listed) = app
         .call(
             "GET",

@@ -164,11 +164,12 @@ async fn commit(tx: Transaction<'_>, tokens_file: &Path) -> Result<(), CliError>
 /// The counts, every login with its one-time password, and where the device tokens are.
 fn summary(logins: &Logins, agents: usize, shifts: usize, tokens_file: &Path) -> String {
     let mut out = format!(
-        "Demo data loaded: {} clients, {} sites, {} agents, {shifts} shifts, {} checkpoints.\n\n",
+        "Demo data loaded: {} clients, {} sites, {} agents, {shifts} shifts, {} checkpoints, {} tours.\n\n",
         CLIENTS.len(),
         SITES.len(),
         agents,
-        SITES.len() * 5
+        SITES.len() * 5,
+        SITES.len()
     );
     out.push_str(&format!("{:<11} {:<36} PASSWORD\n", "ROLE", "EMAIL"));
     for login in logins.all() {
