@@ -289,8 +289,13 @@ fn lock_failing(health: &WriterHealth) -> std::sync::MutexGuard<'_, Option<(Inst
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Writes one batch, retrying (with backoff, up to 5 s apart) until it commits; returns the
-/// connection that committed it, for the next batch.
+/// Longest pause between two attempts at a failing batch.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Writes one batch, retrying (with backoff, at most 1 s apart) until it commits; returns the
+/// connection that committed it, for the next batch. The short cap is what lets ingest resume
+/// within a second or two of the database returning; a failed attempt costs one refused
+/// connection.
 async fn write_until_committed(
     pool: &Pool,
     mut conn: Option<deadpool_postgres::Object>,
@@ -331,7 +336,7 @@ async fn write_until_committed(
             }
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(MAX_RETRY_PAUSE);
     }
 }
 

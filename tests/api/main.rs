@@ -11,6 +11,7 @@ mod control;
 mod device;
 mod dispatch;
 mod embedded;
+mod faults;
 mod field_ops;
 mod hardening;
 mod helpers;
