@@ -1,7 +1,7 @@
-//! Property tests of every parser that takes bytes from outside: device frames, GeoJSON
-//! fences, REST bodies (sites, shifts, tours), and the settings (file and environment). For
+//! Property tests of every parser that takes bytes from outside: device frames, console
+//! frames, GeoJSON fences, REST bodies (sites, shifts, tours), and the settings (file and environment). For
 //! arbitrary and for structured inputs: no panic, and every refusal is the documented error
-//! (a `Rejection` with a message, a `GeofenceError`, a 400/422 `ApiError` naming the problem,
+//! (a `Rejection` with a message, a console `error` code with a message, a `GeofenceError`, a 400/422 `ApiError` naming the problem,
 //! a `ConfigError` naming the key). Run with the rest of `./dev test`; 256 cases each.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::{
     domain::geofence::GeofenceSpec,
     geofence::{FenceSnapshot, SiteFence},
     ingest::protocol::{parse_frame, EventKind},
+    ws::console::{parse_console_text, ConsoleErrorCode, KINDS},
 };
 
 /// Any JSON value, a few levels deep, with the awkward numbers and strings.
@@ -126,6 +127,52 @@ proptest! {
                     }
                 }
                 Err(r) => prop_assert!(!r.message.is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn any_console_text_subscribes_or_is_refused_with_a_code_and_message(text in ".{0,300}") {
+        if let Err((_, message)) = parse_console_text(&text) {
+            prop_assert!(!message.is_empty());
+        }
+    }
+
+    #[test]
+    fn structured_console_messages_subscribe_exactly_when_well_formed(
+        kind in prop_oneof![Just("subscribe".to_owned()), "[a-z_]{0,12}"],
+        site_ids in prop::option::of(prop::collection::vec(
+            prop_oneof![any::<u128>().prop_map(|n| json!(Uuid::from_u128(n))), json_value()], 0..4)),
+        kinds in prop::option::of(prop::collection::vec(
+            prop_oneof![prop::sample::select(KINDS).prop_map(|k| json!(k)), json_value()], 0..4)),
+        extra in prop::option::of(("[a-z]{1,8}", json_value())),
+    ) {
+        let mut msg = json!({"type": kind, "site_ids": site_ids, "kinds": kinds});
+        if let Some((key, value)) = &extra {
+            msg[key.as_str()] = value.clone();
+        }
+        let well_formed = extra.as_ref().is_none_or(|(k, _)| ["type", "site_ids", "kinds"].contains(&k.as_str()))
+            && msg["site_ids"].as_array().is_none_or(|a| a.iter().all(|v| v.as_str().is_some_and(|s| Uuid::parse_str(s).is_ok())))
+            && msg["site_ids"].is_array() | msg["site_ids"].is_null()
+            && msg["kinds"].as_array().is_none_or(|a| a.iter().all(Value::is_string))
+            && msg["kinds"].is_array() | msg["kinds"].is_null()
+            && msg["type"].is_string();
+        match parse_console_text(&msg.to_string()) {
+            Ok(sub) => {
+                prop_assert!(well_formed, "{msg}");
+                prop_assert_eq!(sub.kind.as_str(), "subscribe");
+                prop_assert!(sub.kinds.iter().flatten().all(|k| KINDS.contains(&k.as_str())));
+            }
+            Err((code, message)) => {
+                prop_assert!(!message.is_empty());
+                let expected = if !well_formed {
+                    ConsoleErrorCode::BadJson
+                } else if msg["type"] != "subscribe" {
+                    ConsoleErrorCode::UnknownType
+                } else {
+                    ConsoleErrorCode::UnknownKind
+                };
+                prop_assert_eq!(code, expected, "{} → {}", msg, message);
             }
         }
     }

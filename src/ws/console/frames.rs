@@ -31,14 +31,44 @@ pub const KINDS: &[&str] = &[
 /// `{"type":"subscribe","site_ids":[...]|null,"kinds":[...]|null}`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Subscribe {
+pub struct Subscribe {
     /// Must be `subscribe` (the only message a console sends).
     #[serde(rename = "type")]
-    pub(super) kind: String,
+    pub kind: String,
     /// Sites to watch (within the caller's scope); null for all.
-    pub(super) site_ids: Option<Vec<Uuid>>,
+    pub site_ids: Option<Vec<Uuid>>,
     /// Kinds of `KINDS` to receive; null for all.
-    pub(super) kinds: Option<Vec<String>>,
+    pub kinds: Option<Vec<String>>,
+}
+
+/// Reads a console's text frame: a subscription whose kinds are all known, or the code and
+/// message of the `error` frame that refuses it. Pure, so that property tests and the fuzz
+/// target drive exactly what the socket does.
+pub fn parse_console_text(text: &str) -> Result<Subscribe, (ConsoleErrorCode, String)> {
+    let sub = serde_json::from_str::<Subscribe>(text).map_err(|e| {
+        (
+            ConsoleErrorCode::BadJson,
+            format!("not a subscribe message: {e}"),
+        )
+    })?;
+    if sub.kind != "subscribe" {
+        return Err((
+            ConsoleErrorCode::UnknownType,
+            format!("unknown message type {:?}; send \"subscribe\"", sub.kind),
+        ));
+    }
+    if let Some(bad) = sub
+        .kinds
+        .iter()
+        .flatten()
+        .find(|k| !KINDS.contains(&k.as_str()))
+    {
+        return Err((
+            ConsoleErrorCode::UnknownKind,
+            format!("unknown kind {bad:?}; kinds are {}", KINDS.join(", ")),
+        ));
+    }
+    Ok(sub)
 }
 
 /// An alert open when the snapshot was taken.
@@ -107,7 +137,7 @@ impl Alert {
 /// Why a console's message was refused (the `code` of its `error` frame).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(super) enum ConsoleErrorCode {
+pub enum ConsoleErrorCode {
     /// Not JSON, or not a subscribe message's shape.
     BadJson,
     /// A `type` other than `subscribe`.

@@ -22,8 +22,8 @@ mod alerts;
 mod frames;
 
 use alerts::open_alerts;
-pub use frames::KINDS;
-use frames::{Alert, ConsoleErrorCode, ConsoleFrame, Subscribe};
+pub use frames::{parse_console_text, ConsoleErrorCode, Subscribe, KINDS};
+use frames::{Alert, ConsoleFrame};
 
 use crate::{
     api::error::ApiError,
@@ -406,33 +406,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for ConsoleSocket {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
         match msg {
-            Ok(ws::Message::Text(text)) => match serde_json::from_str::<Subscribe>(&text) {
-                Ok(sub) if sub.kind == "subscribe" => {
-                    if let Some(bad) = sub
-                        .kinds
-                        .iter()
-                        .flatten()
-                        .find(|k| !KINDS.contains(&k.as_str()))
-                    {
-                        let message =
-                            format!("unknown kind {bad:?}; kinds are {}", KINDS.join(", "));
-                        self.refuse(ctx, ConsoleErrorCode::UnknownKind, message);
-                        return;
-                    }
+            Ok(ws::Message::Text(text)) => match parse_console_text(&text) {
+                Ok(sub) => {
                     self.sites = sub.site_ids.map(|s| s.into_iter().collect());
                     self.kinds = sub.kinds.map(|k| k.into_iter().collect());
                     self.pending.clear();
                     self.snapshot(ctx);
                 }
-                Ok(sub) => {
-                    let message =
-                        format!("unknown message type {:?}; send \"subscribe\"", sub.kind);
-                    self.refuse(ctx, ConsoleErrorCode::UnknownType, message);
-                }
-                Err(e) => {
-                    let message = format!("not a subscribe message: {e}");
-                    self.refuse(ctx, ConsoleErrorCode::BadJson, message);
-                }
+                Err((code, message)) => self.refuse(ctx, code, message),
             },
             Ok(ws::Message::Ping(b)) => ctx.pong(&b),
             Ok(ws::Message::Pong(bytes)) => {
