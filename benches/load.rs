@@ -23,49 +23,13 @@
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
 //! out (geofence exits); the dispatch frames are accepted with a `dispatch_reply`.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
-use bahinlink::{
-    loadgen::{self, LoadOptions, Report},
-    storage::{
-        embedded::{EmbeddedOptions, EmbeddedPostgres},
-        migrate,
-    },
-};
+use bahinlink::loadgen::{self, LoadOptions, Report};
 
-/// A LOADBENCH_* setting: the default when unset; a value that does not parse stops the run
-/// naming it (a silently ignored typo would benchmark something else).
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Err(_) => default,
-        Ok(v) => v.parse().unwrap_or_else(|_| {
-            eprintln!("load benchmark: {name}={v:?} is not a valid value");
-            std::process::exit(2)
-        }),
-    }
-}
+mod harness;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
+use harness::{asked_for, env, Cluster};
 
 fn print(name: &str, r: &Report, json: bool) {
     if json {
@@ -78,7 +42,7 @@ fn print(name: &str, r: &Report, json: bool) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: only run
     // when asked for as a benchmark.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !asked_for() {
         println!("load benchmark: run with `cargo bench --bench load`");
         return;
     }
@@ -106,57 +70,19 @@ fn main() {
     }
     bahinlink::os::raise_fd_limit();
 
-    let dir = std::env::temp_dir().join(format!("bahinlink-load-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut pg = EmbeddedPostgres::start(&EmbeddedOptions {
-        data_dir: dir.clone(),
-        bin_dir: None,
-        run_as_user: "postgres".into(),
-        startup_timeout: Duration::from_secs(60),
-        unsafe_fast: false,
-    })
-    .expect("start PostgreSQL");
-    let url = pg.connection_string("bahinlink");
-    let port = free_port();
+    let cluster = Cluster::start("load");
     let system = actix_rt::System::new();
     system.block_on(async {
-        pg.ensure_database("bahinlink").await.expect("create database");
-        let (mut db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
-        actix_rt::spawn(conn);
-        migrate::apply(&mut db, None).await.expect("migrate");
-
-        let server = Server(
-            Command::new(env!("CARGO_BIN_EXE_bahinlink"))
-                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .env("DATABASE_URL", &url)
-                .env("RUST_LOG", "warn")
-                .env("BAHINLINK_INGEST__RATE_LIMIT_PER_S", "100000")
-                .env("BAHINLINK_INGEST__RATE_LIMIT_BURST", "100000")
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start bahinlink serve"),
-        );
-        let http = awc::Client::default();
-        for _ in 0..300 {
-            if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            actix_rt::time::sleep(Duration::from_millis(100)).await;
-        }
+        let (mut db, server, base_url) = cluster.serve().await;
         eprintln!("provisioning {agents} agents...");
         let api_token = loadgen::provision_staff(&db).await.expect("provision staff");
-        let devices = loadgen::provision(&db, &format!("http://127.0.0.1:{port}"), &api_token, agents)
+        let devices = loadgen::provision(&db, &base_url, &api_token, agents)
             .await
             .expect("provision");
         let ids: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();
-        let pid = Some(server.0.id());
+        let pid = Some(server.pid());
         let base = LoadOptions {
-            url: format!("http://127.0.0.1:{port}"),
+            url: base_url.clone(),
             rate_hz: rate,
             batch,
             duration: Duration::from_secs(seconds),
@@ -168,6 +94,8 @@ fn main() {
             emergencies,
             api_token: Some(api_token),
             consoles,
+            sample_every: Duration::from_secs(1),
+            reconnect_waves: None,
         };
         let open = loadgen::run(&base, &devices, pid).await;
         print(&format!("open loop: {agents} agents x {rate} Hz"), &open, json);
@@ -196,6 +124,5 @@ fn main() {
         }
         drop(server);
     });
-    let _ = pg.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    cluster.finish();
 }

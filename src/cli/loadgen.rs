@@ -117,6 +117,8 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         emergencies: args.emergencies,
         api_token: Some(api_token),
         consoles: args.consoles,
+        sample_every: Duration::from_secs(1),
+        reconnect_waves: None,
     };
     let report = loadgen::run(&opts, &devices, args.server_pid).await;
     let agents: Vec<uuid::Uuid> = devices.iter().map(|d| d.agent_id).collect();

@@ -102,22 +102,36 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
+        let text = match file {
+            Some(path) => Some((
+                path.display().to_string(),
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Settings::from_layers(text.as_ref().map(|(o, t)| (o.as_str(), t.as_str())), env)
+    }
+
+    /// `load` on a settings file already read: `(origin, text)`, where the origin (its path)
+    /// is what error messages name. The property tests and the fuzz target start here.
+    pub fn from_layers(
+        file: Option<(&str, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
         let mut table: Table = DEFAULT_TOML
             .parse()
             .expect("config/default.toml is valid TOML");
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let origin = path.display().to_string();
+        if let Some((origin, text)) = file {
             let over: Table = text
                 .parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                    origin: origin.clone(),
+                    origin: origin.to_owned(),
                     message: e.to_string(),
                 })?;
-            merge(&mut table, over, "", &origin)?;
+            merge(&mut table, over, "", origin)?;
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()

@@ -23,14 +23,52 @@ pub(super) async fn device_task(
 ) {
     let client = agent_client(i, &opts);
     let url = agent_ws_url(&opts);
-    // A busy server may refuse (503) or close (1013) during the connection storm: retry with
-    // backoff, as a phone would.
-    let mut attempt = 0u64;
-    let (sink, stream, seq) = loop {
-        attempt += 1;
+    let Some((mut sink, mut stream, seq)) = connect(i, &client, &url, &d.token).await else {
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    shared.connected.fetch_add(1, Ordering::Relaxed);
+    let Some(started) = wait_for_start(&mut start).await else {
+        return;
+    };
+    let mut run = DeviceRun::new(i, opts, d, shared, seq, started);
+    loop {
+        match run.exchange(sink, stream).await {
+            Ended::Closed => return,
+            Ended::Reconnect => {
+                run.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                let Some((s, st, _)) = connect(i, &client, &url, &run.device.token).await else {
+                    run.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
+                (sink, stream) = (s, st);
+                run.shared.connected.fetch_add(1, Ordering::Relaxed);
+                run.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+type WsSink = futures_util::stream::SplitSink<
+    actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    awc::ws::Message,
+>;
+type WsStream =
+    futures_util::stream::SplitStream<actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>>;
+
+/// Connects device `i` and reads its hello: (sink, stream, the next seq). A busy server may
+/// refuse (503) or close (1013) during a connection storm: retried with backoff, as a phone
+/// would, five times.
+async fn connect(
+    i: usize,
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+) -> Option<(WsSink, WsStream, u64)> {
+    for attempt in 1..=5u64 {
         let conn = client
-            .ws(url.clone())
-            .bearer_auth(&d.token)
+            .ws(url)
+            .bearer_auth(token)
             .max_frame_size(64 * 1024)
             .connect()
             .await;
@@ -39,23 +77,21 @@ pub(super) async fn device_task(
             // The hello frame tells where this agent's sequence stands.
             if let Some(Ok(frame)) = stream.next().await {
                 if let Some(seq) = hello_seq(&frame) {
-                    break (sink, stream, seq);
+                    return Some((sink, stream, seq));
                 }
             }
         }
-        if attempt >= 5 {
-            shared.errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         tokio::time::sleep(Duration::from_millis(250 * attempt + (i % 500) as u64)).await;
-    };
-    shared.connected.fetch_add(1, Ordering::Relaxed);
-    let Some(started) = wait_for_start(&mut start).await else {
-        return;
-    };
-    DeviceRun::new(i, opts, d, shared, seq, started)
-        .exchange(sink, stream)
-        .await;
+    }
+    None
+}
+
+/// Why a connection's exchange ended.
+enum Ended {
+    /// The server closed, or the run is over.
+    Closed,
+    /// This device's reconnect wave came, everything it sent being acked.
+    Reconnect,
 }
 
 /// The HTTP client of device `i`, bound to one of the loopback source addresses.
@@ -139,6 +175,8 @@ struct DeviceRun {
     clock_in_at: (f64, f64),
     /// When the clock-in is due.
     clock_in_at_time: Instant,
+    /// When this device's next reconnect wave comes (`LoadOptions::reconnect_waves`).
+    reconnect_at: Option<Instant>,
 }
 
 impl DeviceRun {
@@ -165,6 +203,10 @@ impl DeviceRun {
         // over minutes), so that their queue has drained when latencies start to count.
         let clock_in_at_time =
             started + opts.warmup.mul_f64(2.0 / 3.0 * (i % 1000) as f64 / 1000.0);
+        // Device i is in wave i % 10: its first comes after (i % 10 + 1) wave periods.
+        let reconnect_at = opts
+            .reconnect_waves
+            .map(|every| started + opts.warmup + every * (i % 10 + 1) as u32);
         DeviceRun {
             opts,
             device,
@@ -183,31 +225,41 @@ impl DeviceRun {
             clock_in_seq: None,
             clock_in_at,
             clock_in_at_time,
+            reconnect_at,
         }
     }
 
     /// Sends frames when due and reads the server's frames, until the connection ends. After
     /// the deadline the device sends nothing more but stays connected and keeps reading (late
     /// acks, dispatch frames, pings) until the run aborts it.
-    async fn exchange<S, St, E>(mut self, mut sink: S, mut stream: St)
+    async fn exchange<S, St, E>(&mut self, mut sink: S, mut stream: St) -> Ended
     where
         S: Sink<awc::ws::Message> + Unpin,
         St: Stream<Item = Result<awc::ws::Frame, E>> + Unpin,
     {
         loop {
             let (can_send, wait) = self.send_slot();
+            let wave = self
+                .reconnect_at
+                .filter(|_| self.pending.is_empty() && Instant::now() < self.deadline);
             tokio::select! {
+                _ = tokio::time::sleep_until(wave.unwrap_or_else(Instant::now).into()), if wave.is_some() => {
+                    let _ = sink.send(awc::ws::Message::Close(None)).await;
+                    let every = self.opts.reconnect_waves.unwrap_or(Duration::from_secs(60));
+                    self.reconnect_at = wave.map(|t| t + every * 10);
+                    return Ended::Reconnect;
+                }
                 _ = tokio::time::sleep(wait), if can_send => {
                     let text = self.next_frame();
                     if sink.send(awc::ws::Message::Text(text.into())).await.is_err() {
                         self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                        return;
+                        return Ended::Closed;
                     }
                     self.shared.sent.fetch_add(self.batch as u64, Ordering::Relaxed);
                     self.next_send += self.period;
                 }
                 frame = stream.next() => {
-                    let Some(Ok(frame)) = frame else { return };
+                    let Some(Ok(frame)) = frame else { return Ended::Closed };
                     match frame {
                         awc::ws::Frame::Text(t) => {
                             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&t) else { continue };
@@ -216,7 +268,7 @@ impl DeviceRun {
                             } else if v["type"] == "dispatch" {
                                 let Some(reply) = self.dispatch_reply(&v) else { continue };
                                 if sink.send(awc::ws::Message::Text(reply.into())).await.is_err() {
-                                    return;
+                                    return Ended::Closed;
                                 }
                                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
                             } else if v["type"] == "error" {
@@ -226,7 +278,7 @@ impl DeviceRun {
                         awc::ws::Frame::Ping(p) => {
                             let _ = sink.send(awc::ws::Message::Pong(p)).await;
                         }
-                        awc::ws::Frame::Close(_) => return,
+                        awc::ws::Frame::Close(_) => return Ended::Closed,
                         _ => {}
                     }
                     self.prune_pending();

@@ -29,7 +29,7 @@ mod provision;
 mod report;
 
 pub use provision::{copy_ceiling, provision, provision_staff, stored_rows};
-pub use report::process_stats;
+pub use report::{process_fds_threads, process_stats};
 
 use report::histogram;
 
@@ -78,6 +78,39 @@ pub struct LoadOptions {
     pub api_token: Option<String>,
     /// Control-room consoles held open for the whole run (watching every agent).
     pub consoles: usize,
+    /// How often the run is sampled (progress line, `Report::samples`): a second for the load
+    /// benchmark, 10 s for the soak.
+    pub sample_every: Duration,
+    /// Reconnect waves: every this long, one device in ten (the next tenth each time) closes
+    /// its connection once all its events are acked and connects again, as phones do going
+    /// through a tunnel or a lift. `None`: devices stay connected.
+    pub reconnect_waves: Option<Duration>,
+}
+
+/// One sample of a run, every `LoadOptions::sample_every`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds since the start of the run.
+    pub t_s: f64,
+    /// Events acked per second over the interval.
+    pub acked_per_s: f64,
+    /// Send→ack latency over the interval (events sent after the warm-up only).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Devices connected at the sample, and reconnections so far.
+    pub connected: usize,
+    pub reconnects: u64,
+    /// The server process: resident memory, open file descriptors, threads, CPU over the
+    /// interval (one core = 100 %).
+    pub server_rss_mib: Option<f64>,
+    pub server_fds: Option<u64>,
+    pub server_threads: Option<u64>,
+    pub server_cpu_percent: Option<f64>,
+    /// From the server's /metrics: rows queued for the writer, requests waiting for a pool
+    /// connection, open WebSockets.
+    pub writer_queued_rows: Option<f64>,
+    pub db_pool_waiting: Option<f64>,
+    pub ws_connections_open: Option<f64>,
 }
 
 /// What a run measured.
@@ -112,6 +145,8 @@ pub struct Report {
     pub last_clock_in_ack_s: f64,
     /// What each console saw (`--consoles`).
     pub consoles: Vec<console::ConsoleReport>,
+    /// The run sampled every `sample_every`.
+    pub samples: Vec<Sample>,
 }
 
 /// Shared counters and histograms of a run.
@@ -124,6 +159,8 @@ struct Shared {
     /// Events answered with an error frame (never acked).
     rejected: AtomicU64,
     connected: AtomicUsize,
+    /// Reconnections of the reconnect waves.
+    reconnects: AtomicU64,
     /// When each emergency's `dispatch` frame reached a device.
     dispatched: Mutex<HashMap<Uuid, Instant>>,
     /// Clock-ins acked, and when the last one was (ms after the start).
@@ -186,6 +223,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         errors: AtomicU64::new(0),
         rejected: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
+        reconnects: AtomicU64::new(0),
         dispatched: Mutex::new(HashMap::new()),
         clock_ins_acked: AtomicU64::new(0),
         last_clock_in_ack_ms: AtomicU64::new(0),
@@ -243,29 +281,63 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         }
         _ => None,
     };
-    // Progress, once a second.
+    // Progress and samples, every `sample_every`.
     let mut last_acked = 0;
+    let mut samples = Vec::new();
+    let metrics_client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let mut last_cpu = server_pid.and_then(process_stats).map(|s| s.0);
+    let mut last_sample = Instant::now();
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     // Send for the duration, then wait (at most a minute) for the acks still in flight, so
     // that the lossless check compares settled numbers.
     while started.elapsed() < opts.duration + Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(opts.sample_every).await;
         let acked = shared.acked.load(Ordering::Relaxed);
-        let p99 = {
+        let (p50, p99) = {
             let mut h = shared.interval.lock().expect("histogram lock");
-            let v = h.value_at_quantile(0.99);
+            let v = (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
             h.reset();
             v
         };
+        let interval = last_sample.elapsed().as_secs_f64().max(0.001);
+        last_sample = Instant::now();
+        let cpu = server_pid.and_then(process_stats).map(|s| s.0);
+        let (fds, threads) = server_pid.and_then(process_fds_threads).unzip();
+        let gauges = report::scrape_gauges(&metrics_client, &opts.url).await;
+        let sample = Sample {
+            t_s: started.elapsed().as_secs_f64(),
+            acked_per_s: (acked - last_acked) as f64 / interval,
+            p50_ms: p50 as f64 / 1000.0,
+            p99_ms: p99 as f64 / 1000.0,
+            connected: shared.connected.load(Ordering::Relaxed),
+            reconnects: shared.reconnects.load(Ordering::Relaxed),
+            server_rss_mib: server_pid
+                .and_then(process_stats)
+                .map(|s| s.1 as f64 / 1024.0),
+            server_fds: fds,
+            server_threads: threads,
+            server_cpu_percent: match (last_cpu, cpu) {
+                (Some(a), Some(b)) => Some((b - a) as f64 / ticks_per_s / interval * 100.0),
+                _ => None,
+            },
+            writer_queued_rows: gauges.get("writer_queued_rows").copied(),
+            db_pool_waiting: gauges.get("db_pool_waiting").copied(),
+            ws_connections_open: gauges.get("ws_connections_open").copied(),
+        };
+        last_cpu = cpu;
         if opts.progress {
             eprintln!(
-                "[{:>5.1}s] {:>8} acks/s  p99 {:>7.1} ms  connected {:>6}  errors {}",
-                started.elapsed().as_secs_f64(),
-                acked - last_acked,
-                p99 as f64 / 1000.0,
-                shared.connected.load(Ordering::Relaxed),
+                "[{:>5.1}s] {:>8.0} acks/s  p99 {:>7.1} ms  connected {:>6}  errors {}",
+                sample.t_s,
+                sample.acked_per_s,
+                sample.p99_ms,
+                sample.connected,
                 shared.errors.load(Ordering::Relaxed)
             );
         }
+        samples.push(sample);
         last_acked = acked;
         let settled = shared.acked.load(Ordering::Relaxed)
             + shared.rejected.load(Ordering::Relaxed)
@@ -307,7 +379,6 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         .collect();
     let total = shared.total.lock().expect("histogram lock").clone();
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
-    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let acked = shared.acked.load(Ordering::Relaxed);
     Report {
         mode: match opts.window {
@@ -349,5 +420,6 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         clock_ins_acked: shared.clock_ins_acked.load(Ordering::Relaxed),
         last_clock_in_ack_s: shared.last_clock_in_ack_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         consoles,
+        samples,
     }
 }

@@ -25,6 +25,43 @@ pub fn process_stats(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// (open file descriptors, threads) of process `pid`, from /proc.
+pub fn process_fds_threads(pid: u32) -> Option<(u64, u64)> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let threads = status
+        .lines()
+        .find(|l| l.starts_with("Threads:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((fds, threads))
+}
+
+/// The unlabelled gauges and counters of the server's `/metrics` (Prometheus text), by name;
+/// empty when it does not answer.
+pub(super) async fn scrape_gauges(
+    http: &awc::Client,
+    base_url: &str,
+) -> std::collections::HashMap<String, f64> {
+    let url = format!("{}/metrics", base_url.trim_end_matches('/'));
+    let Ok(mut res) = http.get(url).send().await else {
+        return Default::default();
+    };
+    let Ok(body) = res.body().limit(8 * 1024 * 1024).await else {
+        return Default::default();
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 impl Report {
     /// A plain table.
     pub fn table(&self) -> String {
