@@ -31,9 +31,11 @@ use crate::{
 
 /// Filters of `GET /api/v1/alerts`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlertQuery {
     /// open, acknowledged, resolved; or `unresolved` (open and acknowledged).
+    #[param(pattern = "^(open|acknowledged|unresolved|resolved)$")]
     pub state: Option<String>,
     pub kind: Option<AlertKind>,
     pub severity: Option<AlertSeverity>,
@@ -44,7 +46,9 @@ pub struct AlertQuery {
     pub from: Option<DateTime<Utc>>,
     /// Opened before.
     pub to: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -53,6 +57,11 @@ pub struct AlertQuery {
 #[serde(deny_unknown_fields)]
 pub struct ResolveAlert {
     /// What was done, for the record.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub note: Option<String>,
 }
 
@@ -69,7 +78,8 @@ fn scope(caller: &Caller) -> Result<SqlBuilder, ApiError> {
 
 /// Lists alerts, newest first.
 #[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertQuery), security(("bearer" = [])),
-    responses((status = 200, body = Page<AlertRecord>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<AlertRecord>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "`to` not after `from`", body = ErrorBody)))]
 pub async fn list(Cx { state, caller }: Cx, q: web::Query<AlertQuery>) -> ApiResult {
     let mut w = scope(&caller)?;
     let (limit, offset) = paging(q.limit, q.offset)?;

@@ -66,6 +66,11 @@ pub struct AlertClosed {
 #[serde(deny_unknown_fields)]
 pub struct ResolveViolation {
     /// Why it is resolved, for the record.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub note: Option<String>,
 }
 
@@ -105,7 +110,7 @@ fn announce(
 
 /// Acknowledges a panic alarm and the repeats attached to it: the reports move from SUBMITTED
 /// to UNDER_REVIEW, the alarm stops on every console. ADMIN, SUPERVISOR.
-#[utoipa::path(post, path = "/api/v1/panics/{id}/acknowledge", tag = "alerts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/panics/{id}/acknowledge", tag = "alerts", params(("id" = Uuid, Path, description = "panic report id")), security(("bearer" = [])),
     responses((status = 200, body = AlertClosed), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn acknowledge_panic(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("acknowledge panics")?;
@@ -168,7 +173,7 @@ pub async fn acknowledge_panic(Cx { state, caller }: Cx, id: web::Path<Uuid>) ->
 
 /// Resolves an open geofence violation with a note (the agent may still be outside: a new
 /// violation opens only after it returns and leaves again). ADMIN, SUPERVISOR.
-#[utoipa::path(post, path = "/api/v1/violations/{id}/resolve", tag = "alerts", request_body = ResolveViolation, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/violations/{id}/resolve", tag = "alerts", params(("id" = Uuid, Path, description = "geofence violation id")), request_body = ResolveViolation, security(("bearer" = [])),
     responses((status = 200, body = AlertClosed), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn resolve_violation(
     Cx { state, caller }: Cx,
@@ -213,7 +218,7 @@ pub async fn resolve_violation(
 
 /// Closes an emergency: its shift is COMPLETED now, proposals still unanswered are
 /// CANCELLED, and the dispatcher frees the agents responding to it. ADMIN, SUPERVISOR.
-#[utoipa::path(post, path = "/api/v1/emergencies/{id}/close", tag = "alerts", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/emergencies/{id}/close", tag = "alerts", params(("id" = Uuid, Path, description = "emergency (its EMERGENCY shift) id")), security(("bearer" = [])),
     responses((status = 200, body = AlertClosed), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn close_emergency(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("close emergencies")?;

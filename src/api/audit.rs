@@ -103,12 +103,15 @@ pub struct AuditEntry {
 
 /// Filters of `GET /api/v1/audit-logs`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     pub entity_type: Option<String>,
     pub entity_id: Option<Uuid>,
     pub user_id: Option<Uuid>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 

@@ -51,9 +51,17 @@ pub struct Checkpoint {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateQrCode {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
+    #[schema(minimum = 1, maximum = 5000)]
     pub max_distance_m: Option<f64>,
 }
 
@@ -63,14 +71,23 @@ pub struct CreateQrCode {
 pub struct CreateNfcTag {
     /// The tag's UID in hex (4, 7 or 10 bytes), e.g. `04A224B2C93A80`.
     pub tag_uid: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
+    #[schema(minimum = 1, maximum = 5000)]
     pub max_distance_m: Option<f64>,
 }
 
 /// `?include_inactive=true` also lists deactivated checkpoints.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointQuery {
     pub include_inactive: Option<bool>,
@@ -144,7 +161,7 @@ fn distance(v: Option<f64>) -> Result<Option<f64>, ApiError> {
 }
 
 /// Creates a QR checkpoint with a fresh unguessable code (ADMIN, SUPERVISOR).
-#[utoipa::path(post, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", request_body = CreateQrCode,
+#[utoipa::path(post, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", params(("site_id" = Uuid, Path, description = "site id")), request_body = CreateQrCode,
     security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_qr(
     Cx { state, caller }: Cx,
@@ -162,7 +179,7 @@ pub async fn create_qr(
 }
 
 /// Registers an NFC tag as a checkpoint (ADMIN, SUPERVISOR).
-#[utoipa::path(post, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", request_body = CreateNfcTag,
+#[utoipa::path(post, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", params(("site_id" = Uuid, Path, description = "site id")), request_body = CreateNfcTag,
     security(("bearer" = [])), responses((status = 201, body = Checkpoint), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_nfc(
     Cx { state, caller }: Cx,
@@ -222,7 +239,7 @@ async fn list(
 }
 
 /// A site's QR checkpoints (ADMIN, SUPERVISOR).
-#[utoipa::path(get, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sites/{site_id}/qr-codes", tag = "checkpoints", params(("site_id" = Uuid, Path, description = "site id"), CheckpointQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
 pub async fn list_qr(
     Cx { state, caller }: Cx,
@@ -240,7 +257,7 @@ pub async fn list_qr(
 }
 
 /// A site's NFC checkpoints (ADMIN, SUPERVISOR).
-#[utoipa::path(get, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", params(CheckpointQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sites/{site_id}/nfc-tags", tag = "checkpoints", params(("site_id" = Uuid, Path, description = "site id"), CheckpointQuery), security(("bearer" = [])),
     responses((status = 200, body = Vec<Checkpoint>), (status = 404, body = ErrorBody)))]
 pub async fn list_nfc(
     Cx { state, caller }: Cx,
@@ -296,14 +313,14 @@ async fn deactivate(
 }
 
 /// Deactivates a QR checkpoint: scans of it stop validating (ADMIN, SUPERVISOR).
-#[utoipa::path(delete, path = "/api/v1/qr-codes/{id}", tag = "checkpoints", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/qr-codes/{id}", tag = "checkpoints", params(("id" = Uuid, Path, description = "QR checkpoint id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn deactivate_qr(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     deactivate(&state, &caller, id.into_inner(), CheckpointType::QrCode).await
 }
 
 /// Deactivates an NFC checkpoint (ADMIN, SUPERVISOR).
-#[utoipa::path(delete, path = "/api/v1/nfc-tags/{id}", tag = "checkpoints", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/nfc-tags/{id}", tag = "checkpoints", params(("id" = Uuid, Path, description = "NFC checkpoint id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn deactivate_nfc(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     deactivate(&state, &caller, id.into_inner(), CheckpointType::NfcTag).await

@@ -52,18 +52,52 @@ pub struct Client {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub company_name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub contact_name: Option<String>,
+    #[schema(format = Email, max_length = 254)]
     pub contact_email: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub contact_phone: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub address: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub city: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub country: Option<String>,
     pub status: Option<ClientStatus>,
     pub contract_start_date: Option<DateTime<Utc>>,
     pub contract_end_date: Option<DateTime<Utc>>,
+    #[schema(minimum = 0, maximum = 99999999.99)]
     pub hourly_rate: Option<f64>,
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub monthly_value: Option<f64>,
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
     pub metadata: Option<Value>,
 }
@@ -71,19 +105,51 @@ pub struct CreateClient {
 /// `PATCH /api/v1/clients/{id}`: only the fields given change; `null` clears.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateClient {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub company_name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub contact_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(format = Email, max_length = 254)]
     pub contact_email: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub contact_phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub address: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub city: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub country: Option<Option<String>>,
     pub status: Option<ClientStatus>,
     #[serde(default, deserialize_with = "double_option")]
@@ -91,21 +157,27 @@ pub struct UpdateClient {
     #[serde(default, deserialize_with = "double_option")]
     pub contract_end_date: Option<Option<DateTime<Utc>>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(minimum = 0, maximum = 99999999.99)]
     pub hourly_rate: Option<Option<f64>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(minimum = 0, maximum = 1000000000)]
     pub monthly_value: Option<Option<f64>>,
+    #[schema(pattern = "^[A-Za-z]{3}$")]
     pub currency: Option<String>,
     pub metadata: Option<Value>,
 }
 
 /// Filters of `GET /api/v1/clients`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ClientQuery {
     pub status: Option<ClientStatus>,
     /// Substring of the company name, case-insensitive.
     pub q: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -121,8 +193,14 @@ fn currency(value: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Amounts the columns hold: `hourly_rate` is numeric(10, 2), `monthly_value` numeric(12, 2).
 fn money(field: &str, v: f64) -> Result<f64, ApiError> {
-    validate::number(field, v, 0.0, 1e9)
+    let max = if field == "hourly_rate" {
+        99_999_999.99
+    } else {
+        1e9
+    };
+    validate::number(field, v, 0.0, max)
 }
 
 /// Creates a client (ADMIN, SUPERVISOR).
@@ -220,7 +298,7 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<ClientQuery>) -> ApiRe
 }
 
 /// One client (404 when it is not the caller's to see).
-#[utoipa::path(get, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = Uuid, Path, description = "client id")), security(("bearer" = [])),
     responses((status = 200, body = Client), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     CLIENTS
@@ -229,7 +307,7 @@ pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
 }
 
 /// Changes a client (ADMIN, SUPERVISOR).
-#[utoipa::path(patch, path = "/api/v1/clients/{id}", tag = "clients", request_body = UpdateClient, security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = Uuid, Path, description = "client id")), request_body = UpdateClient, security(("bearer" = [])),
     responses((status = 200, body = Client), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     Cx { state, caller }: Cx,
@@ -311,7 +389,7 @@ pub async fn update(
 }
 
 /// Soft-deletes a client (ADMIN, SUPERVISOR). Its sites, shifts and history stay on record.
-#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/clients/{id}", tag = "clients", params(("id" = Uuid, Path, description = "client id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete clients")?;

@@ -35,6 +35,7 @@ pub enum GroupBy {
 
 /// `GET /api/v1/reports/compliance` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ComplianceQuery {
     /// Rounds opening at or after (required).

@@ -26,6 +26,11 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct CreateDeviceToken {
     /// Which phone this is, e.g. "Samsung A14 – Koffi".
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
 }
 
@@ -58,7 +63,7 @@ const TOKEN_JSON: &str = "jsonb_build_object('id', k.id, 'agent_id', k.agent_id,
      'created_at', k.created_at, 'last_used_at', k.last_used_at, 'expires_at', k.expires_at, 'revoked_at', k.revoked_at)";
 
 /// Issues a device token for an agent (ADMIN, SUPERVISOR).
-#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", request_body = CreateDeviceToken,
+#[utoipa::path(post, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", params(("agent_id" = Uuid, Path, description = "agent id")), request_body = CreateDeviceToken,
     security(("bearer" = [])), responses((status = 201, body = DeviceTokenCreated), (status = 404, body = ErrorBody)))]
 pub async fn create(
     Cx { state, caller }: Cx,
@@ -115,7 +120,7 @@ pub async fn create(
 }
 
 /// Lists an agent's device tokens, revoked ones included (ADMIN, SUPERVISOR).
-#[utoipa::path(get, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/agents/{agent_id}/device-tokens", tag = "device tokens", params(("agent_id" = Uuid, Path, description = "agent id")), security(("bearer" = [])),
     responses((status = 200, body = Vec<DeviceToken>), (status = 404, body = ErrorBody)))]
 pub async fn list(Cx { state, caller }: Cx, agent_id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("list device tokens")?;
@@ -145,7 +150,7 @@ pub async fn list(Cx { state, caller }: Cx, agent_id: web::Path<Uuid>) -> ApiRes
 }
 
 /// Revokes a device token at once; a device connected with it is disconnected.
-#[utoipa::path(delete, path = "/api/v1/device-tokens/{id}", tag = "device tokens", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/device-tokens/{id}", tag = "device tokens", params(("id" = Uuid, Path, description = "device token id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("revoke device tokens")?;

@@ -132,7 +132,7 @@ async fn push_assignment(
 
 /// Picks the best agent for a shift under the hard rules and soft costs, and assigns it
 /// (method INTELLIGENT_AUTO). ADMIN, SUPERVISOR.
-#[utoipa::path(post, path = "/api/v1/shifts/{id}/auto-assign", tag = "dispatch", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/shifts/{id}/auto-assign", tag = "dispatch", params(("id" = Uuid, Path, description = "shift id")), security(("bearer" = [])),
     responses((status = 200, body = AutoAssigned), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn auto_assign(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("assign shifts")?;
@@ -392,15 +392,25 @@ pub async fn auto_fill(Cx { state, caller }: Cx, ApiJson(b): ApiJson<AutoFill>) 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewEmergency {
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: Option<f64>,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: Option<f64>,
     pub site_id: Option<Uuid>,
     /// 1..=50, default 1.
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 1, maximum = 50)]
     pub agents_needed: Option<usize>,
     /// Default URGENT.
     pub priority: Option<Priority>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<String>,
     /// Search radius in metres (default `dispatch.default_radius_m`).
+    #[schema(minimum = 1, maximum = 500000)]
     pub radius_m: Option<f64>,
 }
 
@@ -421,7 +431,17 @@ pub async fn emergency(Cx { state, caller }: Cx, ApiJson(b): ApiJson<NewEmergenc
         .map(|r| validate::number("radius_m", r, 1.0, 500_000.0))
         .transpose()?;
     let (lat, lon, site_id) = match (validate::lat_lon(b.lat, b.lon, "")?, b.site_id) {
-        (Some((lat, lon)), site) => (lat, lon, site),
+        (Some((lat, lon)), None) => (lat, lon, None),
+        (Some((lat, lon)), Some(site)) => {
+            // The emergency is filed under the site: it must be one.
+            if state.geofences.snapshot().site(site).is_none() {
+                return Err(ApiError::invalid(
+                    "site_id",
+                    format!("no active site with id {site}"),
+                ));
+            }
+            (lat, lon, Some(site))
+        }
         (None, Some(site)) => {
             let fence = state.geofences.snapshot().site(site).cloned();
             let fence = fence.ok_or_else(|| {
@@ -452,13 +472,19 @@ pub async fn emergency(Cx { state, caller }: Cx, ApiJson(b): ApiJson<NewEmergenc
         .send(raise)
         .await
         .map_err(|e| ApiError::Internal(format!("dispatcher unreachable: {e}")))?
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .map_err(|e| {
+            // The database's words stay in the log; the caller learns that nobody was sent.
+            tracing::error!(error = %e, "emergency not recorded");
+            ApiError::Unavailable(
+                "emergency not recorded: the database failed; nobody was sent".into(),
+            )
+        })?;
     Ok(HttpResponse::Created().json(created))
 }
 
 /// The live state of every agent on duty (ADMIN, SUPERVISOR).
 #[utoipa::path(get, path = "/api/v1/dispatch/agents", tag = "dispatch", security(("bearer" = [])),
-    responses((status = 200, body = Object)))]
+    responses((status = 200, description = "One object per agent on duty: id, position, status, shift", body = Vec<Object>)))]
 pub async fn live_agents(Cx { state, caller }: Cx) -> ApiResult {
     caller.require_staff("read the live state")?;
     let agents: Vec<AgentLive> = state

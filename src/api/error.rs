@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 413: body over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body that is not declared as JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// 422: well-formed but semantically invalid.
     #[error("{message}")]
     Unprocessable {
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::TooManyAttempts { .. } => "too_many_attempts",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -116,6 +120,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyAttempts { .. } | ApiError::TooManyRequests { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -230,6 +235,14 @@ impl From<tokio_postgres::Error> for ApiError {
                     field: field.or_else(|| db.column().map(str::to_owned)),
                 }
             }
+            // PostgreSQL stores no NUL character in text or jsonb: the caller sent one.
+            c if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *c == SqlState::UNTRANSLATABLE_CHARACTER => {
+                ApiError::BadRequest {
+                    code: "invalid_text",
+                    message: "text must not contain the NUL character (U+0000)".into(),
+                    field: None,
+                }
+            }
             c if *c == SqlState::INVALID_TEXT_REPRESENTATION || *c == SqlState::NUMERIC_VALUE_OUT_OF_RANGE
                 || *c == SqlState::DATETIME_FIELD_OVERFLOW =>
             {
@@ -290,13 +303,17 @@ impl ApiError {
     }
 }
 
-/// Answers a known path called with a method it does not support.
+/// Answers a known path called with a method it does not support, with the `Allow` header
+/// listing the ones it does (taken from the OpenAPI document, so they cannot drift apart).
 pub async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(ErrorBody {
-        error: ErrorDetail {
-            code: "method_not_allowed".into(),
-            message: format!("{} is not supported on {}", req.method(), req.path()),
-            field: None,
-        },
-    })
+    let allow = crate::api::openapi::allowed_methods(req.match_pattern().as_deref().unwrap_or(""));
+    HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, allow))
+        .json(ErrorBody {
+            error: ErrorDetail {
+                code: "method_not_allowed".into(),
+                message: format!("{} is not supported on {}", req.method(), req.path()),
+                field: None,
+            },
+        })
 }

@@ -34,11 +34,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
         let body = web::Bytes::from_request(req, payload);
         Box::pin(async move {
             if !is_json {
-                return Err(ApiError::BadRequest {
-                    code: "unsupported_media_type",
-                    message: "the body must be JSON, with Content-Type: application/json".into(),
-                    field: None,
-                });
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body must be JSON, with Content-Type: application/json".into(),
+                ));
             }
             let bytes = body.await.map_err(|e| body_error(e, limit))?;
             if bytes.len() > limit {
@@ -139,4 +137,69 @@ pub fn paging(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), Api
         });
     }
     Ok((limit, offset))
+}
+
+/// Integer fields that also take a whole number written as a float (`2.0`): JSON has one
+/// number type, JSON Schema counts `2.0` as an integer, and some clients (JavaScript among
+/// them) cannot tell the two apart. A fraction or a value out of the type's range is still
+/// refused, naming the field.
+pub mod whole {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    fn to_int<T: TryFrom<i64>, E: Error>(n: serde_json::Number) -> Result<T, E> {
+        n.as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            })
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| E::custom(format!("expected a whole number within range, not {n}")))
+    }
+
+    /// For a required integer field.
+    pub fn int<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        to_int(serde_json::Number::deserialize(d)?)
+    }
+
+    /// For an optional one (with `#[serde(default)]`): null and absent are `None`.
+    pub fn opt<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(to_int)
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod whole_tests {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    struct Body {
+        #[serde(deserialize_with = "super::whole::int")]
+        a: i32,
+        #[serde(default, deserialize_with = "super::whole::opt")]
+        b: Option<usize>,
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers_and_nothing_else_is() {
+        let ok: Body = serde_json::from_str(r#"{"a": 2.0, "b": 3}"#).unwrap();
+        assert_eq!((ok.a, ok.b), (2, Some(3)));
+        let ok: Body = serde_json::from_str(r#"{"a": -7, "b": null}"#).unwrap();
+        assert_eq!((ok.a, ok.b), (-7, None));
+        let ok: Body = serde_json::from_str(r#"{"a": 1}"#).unwrap();
+        assert_eq!(ok.b, None);
+        for bad in [
+            r#"{"a": 2.5}"#,
+            r#"{"a": 1e20}"#,
+            r#"{"a": 3000000000}"#,
+            r#"{"a": "2"}"#,
+            r#"{"a": 1, "b": -1}"#,
+            r#"{"a": 1, "b": 0.5}"#,
+        ] {
+            let e = serde_json::from_str::<Body>(bad).unwrap_err().to_string();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
 }

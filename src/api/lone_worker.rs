@@ -24,12 +24,19 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub struct LoneWorkerRules {
     /// Seconds without any event before a check-in (10 to 86400).
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 10, maximum = 86400)]
     pub idle_s: Option<i32>,
     /// Seconds without moving beyond `still_m` before a check-in (10 to 86400).
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 10, maximum = 86400)]
     pub still_s: Option<i32>,
     /// Metres that count as moving (1 to 10000).
+    #[schema(minimum = 1, maximum = 10000)]
     pub still_m: Option<f64>,
     /// Seconds to answer a check-in (5 to 3600).
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 5, maximum = 3600)]
     pub reply_s: Option<i32>,
 }
 
@@ -38,7 +45,20 @@ pub struct LoneWorkerRules {
 pub struct SiteLoneWorker {
     pub site_id: Uuid,
     pub rules: LoneWorkerRules,
+    /// The thresholds in effect; 0 when a rule is off in the settings (outside the ranges a
+    /// site's own rules must keep to, hence its own schema).
+    #[schema(value_type = EffectiveLoneWorker)]
     pub effective: LoneWorkerRules,
+}
+
+/// The lone-worker thresholds in effect at a site (documentation of `effective` only).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct EffectiveLoneWorker {
+    pub idle_s: Option<i32>,
+    pub still_s: Option<i32>,
+    pub still_m: Option<f64>,
+    pub reply_s: Option<i32>,
 }
 
 fn check(field: &str, v: Option<f64>, min: f64, max: f64) -> Result<(), ApiError> {
@@ -86,7 +106,7 @@ async fn answer(
 }
 
 /// A site's lone-worker rules.
-#[utoipa::path(get, path = "/api/v1/sites/{id}/lone-worker", tag = "sites", params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sites/{id}/lone-worker", tag = "sites", operation_id = "get_lone_worker", params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
     responses((status = 200, body = SiteLoneWorker), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     let client = match caller.role {
@@ -99,7 +119,7 @@ pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
 }
 
 /// Replaces a site's lone-worker rules (ADMIN, SUPERVISOR); null: the setting applies.
-#[utoipa::path(put, path = "/api/v1/sites/{id}/lone-worker", tag = "sites", request_body = LoneWorkerRules, params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
+#[utoipa::path(put, path = "/api/v1/sites/{id}/lone-worker", tag = "sites", operation_id = "put_lone_worker", request_body = LoneWorkerRules, params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
     responses((status = 200, body = SiteLoneWorker), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn put(
     Cx { state, caller }: Cx,

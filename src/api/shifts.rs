@@ -62,13 +62,27 @@ pub struct CreateShift {
     pub shift_type: Option<ShiftType>,
     pub priority: Option<Priority>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub required_skills: Vec<String>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub required_certifications: Vec<String>,
     /// Assign an agent now (method MANUAL).
     pub agent_id: Option<Uuid>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub instructions: Option<String>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 0, maximum = 600)]
     pub break_minutes: Option<i32>,
     pub supervisor_id: Option<Uuid>,
 }
@@ -76,6 +90,7 @@ pub struct CreateShift {
 /// `PATCH /api/v1/shifts/{id}`
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateShift {
     pub start_time: Option<DateTime<Utc>>,
     pub end_time: Option<DateTime<Utc>>,
@@ -83,15 +98,29 @@ pub struct UpdateShift {
     pub priority: Option<Priority>,
     /// A move along the life cycle; impossible moves answer 409.
     pub status: Option<ShiftStatus>,
+    #[schema(max_items = 100)]
     pub required_skills: Option<Vec<String>>,
+    #[schema(max_items = 100)]
     pub required_certifications: Option<Vec<String>>,
     /// Assign (or, with null, unassign) an agent.
     #[serde(default, deserialize_with = "double_option")]
     pub agent_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub instructions: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 0, maximum = 600)]
     pub break_minutes: Option<i32>,
     #[serde(default, deserialize_with = "double_option")]
     pub supervisor_id: Option<Option<Uuid>>,
@@ -99,6 +128,7 @@ pub struct UpdateShift {
 
 /// Filters of `GET /api/v1/shifts`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ShiftQuery {
     pub site_id: Option<Uuid>,
@@ -110,7 +140,9 @@ pub struct ShiftQuery {
     pub to: Option<DateTime<Utc>>,
     /// Only shifts without an agent.
     pub unassigned: Option<bool>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -269,7 +301,7 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<ShiftQuery>) -> ApiRes
 }
 
 /// One shift (404 when not the caller's to see).
-#[utoipa::path(get, path = "/api/v1/shifts/{id}", tag = "shifts", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/shifts/{id}", tag = "shifts", params(("id" = Uuid, Path, description = "shift id")), security(("bearer" = [])),
     responses((status = 200, body = Shift), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     SHIFTS
@@ -278,7 +310,7 @@ pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
 }
 
 /// Changes a shift (ADMIN, SUPERVISOR).
-#[utoipa::path(patch, path = "/api/v1/shifts/{id}", tag = "shifts", request_body = UpdateShift, security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/shifts/{id}", tag = "shifts", params(("id" = Uuid, Path, description = "shift id")), request_body = UpdateShift, security(("bearer" = [])),
     responses((status = 200, body = Shift), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     Cx { state, caller }: Cx,
@@ -369,7 +401,7 @@ pub async fn update(
 
 /// Soft-deletes a shift (ADMIN, SUPERVISOR). One in progress must be completed or cancelled
 /// first (409).
-#[utoipa::path(delete, path = "/api/v1/shifts/{id}", tag = "shifts", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/shifts/{id}", tag = "shifts", params(("id" = Uuid, Path, description = "shift id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete shifts")?;

@@ -59,20 +59,57 @@ pub struct Site {
 #[serde(deny_unknown_fields)]
 pub struct CreateSite {
     pub client_id: Uuid,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub address: Option<String>,
     pub site_type: Option<SiteType>,
     /// IANA time zone (default UTC).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub timezone: Option<String>,
     /// GeoJSON Polygon (closed ring, >= 4 positions, no self-intersection) or Circle
     /// (0 < radius_m <= 50000).
     #[schema(value_type = Object)]
     pub geofence: Value,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub city: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub country: Option<String>,
     pub status: Option<SiteStatus>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub access_instructions: Option<String>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 0, maximum = 1000)]
     pub required_agents: Option<i32>,
     pub metadata: Option<Value>,
 }
@@ -80,30 +117,69 @@ pub struct CreateSite {
 /// `PATCH /api/v1/sites/{id}`
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateSite {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub address: Option<Option<String>>,
     pub site_type: Option<SiteType>,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub timezone: Option<String>,
     /// A new geofence; takes effect in the running daemon at once.
     #[schema(value_type = Option<Object>)]
     pub geofence: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub city: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub country: Option<Option<String>>,
     pub status: Option<SiteStatus>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub access_instructions: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 0, maximum = 1000)]
     pub required_agents: Option<i32>,
     pub metadata: Option<Value>,
 }
 
 /// Filters of `GET /api/v1/sites`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SiteQuery {
     pub client_id: Option<Uuid>,
@@ -111,7 +187,9 @@ pub struct SiteQuery {
     pub site_type: Option<SiteType>,
     /// Substring of the name, case-insensitive.
     pub q: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -254,7 +332,7 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<SiteQuery>) -> ApiResu
 }
 
 /// One site (404 when not the caller's to see).
-#[utoipa::path(get, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sites/{id}", tag = "sites", params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
     responses((status = 200, body = Site), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     SITES
@@ -263,7 +341,7 @@ pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
 }
 
 /// Changes a site (ADMIN, SUPERVISOR). A new geofence applies to the running daemon at once.
-#[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "sites", request_body = UpdateSite, security(("bearer" = [])),
+#[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "sites", params(("id" = Uuid, Path, description = "site id")), request_body = UpdateSite, security(("bearer" = [])),
     responses((status = 200, body = Site), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     Cx { state, caller }: Cx,
@@ -336,7 +414,7 @@ pub async fn update(
 }
 
 /// Soft-deletes a site (ADMIN, SUPERVISOR); its fence leaves the running daemon at once.
-#[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "sites", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "sites", params(("id" = Uuid, Path, description = "site id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete sites")?;

@@ -57,6 +57,11 @@ pub struct CreateTimeOff {
     pub time_off_type: TimeOffType,
     pub start_date: DateTime<Utc>,
     pub end_date: DateTime<Utc>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub reason: Option<String>,
 }
 
@@ -64,16 +69,24 @@ pub struct CreateTimeOff {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewTimeOff {
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub notes: Option<String>,
 }
 
 /// Filters of `GET /api/v1/time-off-requests`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TimeOffQuery {
     pub agent_id: Option<Uuid>,
     pub status: Option<TimeOffStatus>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -162,7 +175,7 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<TimeOffQuery>) -> ApiR
 }
 
 /// One request (404 when not the caller's to see).
-#[utoipa::path(get, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/time-off-requests/{id}", tag = "time off", params(("id" = Uuid, Path, description = "time-off request id")), security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     TIME_OFF
@@ -231,7 +244,7 @@ async fn transition(
 }
 
 /// Approves a pending request (ADMIN, SUPERVISOR).
-#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/approve", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/approve", tag = "time off", params(("id" = Uuid, Path, description = "time-off request id")), request_body = ReviewTimeOff, security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn approve(
     Cx { state, caller }: Cx,
@@ -251,7 +264,7 @@ pub async fn approve(
 }
 
 /// Rejects a pending request (ADMIN, SUPERVISOR).
-#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/reject", tag = "time off", request_body = ReviewTimeOff, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/reject", tag = "time off", params(("id" = Uuid, Path, description = "time-off request id")), request_body = ReviewTimeOff, security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn reject(
     Cx { state, caller }: Cx,
@@ -271,7 +284,7 @@ pub async fn reject(
 }
 
 /// Cancels a pending or approved request (its agent, or staff).
-#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/cancel", tag = "time off", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/time-off-requests/{id}/cancel", tag = "time off", params(("id" = Uuid, Path, description = "time-off request id")), security(("bearer" = [])),
     responses((status = 200, body = TimeOffRequest), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     transition(
@@ -286,7 +299,7 @@ pub async fn cancel(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult 
 }
 
 /// Soft-deletes a request (ADMIN, SUPERVISOR).
-#[utoipa::path(delete, path = "/api/v1/time-off-requests/{id}", tag = "time off", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/time-off-requests/{id}", tag = "time off", params(("id" = Uuid, Path, description = "time-off request id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete time-off requests")?;

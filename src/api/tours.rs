@@ -65,38 +65,63 @@ pub struct Tour {
 #[serde(deny_unknown_fields)]
 pub struct CreateTour {
     pub site_id: Uuid,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
     /// The site's QR codes and NFC tags, in walking order (1 to 200, no repeats).
+    #[schema(min_items = 1, max_items = 200)]
     pub checkpoint_ids: Vec<Uuid>,
     pub ordered: Option<bool>,
+    #[serde(deserialize_with = "crate::api::extract::whole::int")]
+    #[schema(minimum = 1, maximum = 1440)]
     pub interval_min: i32,
+    #[serde(deserialize_with = "crate::api::extract::whole::int")]
+    #[schema(minimum = 1, maximum = 1440)]
     pub window_min: i32,
     /// `HH:MM`
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub not_before: Option<String>,
 }
 
 /// `PATCH /api/v1/tours/{id}`: fields to change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateTour {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: Option<String>,
+    #[schema(min_items = 1, max_items = 200)]
     pub checkpoint_ids: Option<Vec<Uuid>>,
     pub ordered: Option<bool>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 1, maximum = 1440)]
     pub interval_min: Option<i32>,
+    #[serde(default, deserialize_with = "crate::api::extract::whole::opt")]
+    #[schema(minimum = 1, maximum = 1440)]
     pub window_min: Option<i32>,
     /// `HH:MM`, or null to clear.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$", value_type = Option<String>)]
     pub not_before: Option<Option<String>>,
     pub is_active: Option<bool>,
 }
 
 /// Filters of `GET /api/v1/tours`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TourQuery {
     pub site_id: Option<Uuid>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -132,6 +157,7 @@ pub struct TourRound {
 
 /// Filters of `GET /api/v1/tours/{id}/rounds`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RoundQuery {
     pub shift_id: Option<Uuid>,
@@ -139,7 +165,9 @@ pub struct RoundQuery {
     pub from: Option<DateTime<Utc>>,
     /// Rounds opening before.
     pub to: Option<DateTime<Utc>>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -180,8 +208,12 @@ fn minutes(field: &str, v: i32) -> Result<i32, ApiError> {
 
 fn not_before(v: Option<&str>) -> Result<Option<NaiveTime>, ApiError> {
     v.map(|s| {
-        NaiveTime::parse_from_str(s, "%H:%M")
-            .map_err(|_| ApiError::invalid("not_before", "not_before must be a time HH:MM"))
+        // Exactly HH:MM, as documented (chrono alone would also take "9:5").
+        let shaped = s.len() == 5 && s.as_bytes()[2] == b':';
+        shaped
+            .then(|| NaiveTime::parse_from_str(s, "%H:%M").ok())
+            .flatten()
+            .ok_or_else(|| ApiError::invalid("not_before", "not_before must be a time HH:MM"))
     })
     .transpose()
 }

@@ -47,25 +47,50 @@ pub struct User {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 256)]
     pub password: String,
     pub role: UserRole,
     /// Required for CLIENT users, refused for others.
     pub client_id: Option<Uuid>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub first_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub last_name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub phone: Option<String>,
     /// For AGENT users: their employee number (generated when absent).
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub employee_id: Option<String>,
 }
 
 /// `PATCH /api/v1/users/{id}`
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: Option<String>,
     /// A new password; ends every session of the user.
+    #[schema(min_length = 10, max_length = 256)]
     pub password: Option<String>,
     pub role: Option<UserRole>,
     /// SUSPENDED or INACTIVE ends the user's access at once.
@@ -73,15 +98,31 @@ pub struct UpdateUser {
     #[serde(default, deserialize_with = "double_option")]
     pub client_id: Option<Option<Uuid>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub first_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub last_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub phone: Option<Option<String>>,
 }
 
 /// Filters of `GET /api/v1/users`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UserQuery {
     pub role: Option<UserRole>,
@@ -89,7 +130,9 @@ pub struct UserQuery {
     pub client_id: Option<Uuid>,
     /// Substring of the email, case-insensitive.
     pub q: Option<String>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -223,7 +266,7 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<UserQuery>) -> ApiResu
 }
 
 /// One user: staff see anyone, others only themselves (404 otherwise).
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "user id")), security(("bearer" = [])),
     responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     let id = id.into_inner();
@@ -244,8 +287,10 @@ pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
 }
 
 /// Changes a user. Suspending or changing the password ends its sessions.
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUser, security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "user id")), request_body = UpdateUser, security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "email taken (`already_exists`), or the caller would lock themselves out (`self_lockout`)", body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn update(
     Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
@@ -377,8 +422,9 @@ pub(crate) async fn announce_device_revocations(state: &AppState, user_id: Uuid)
 }
 
 /// Soft-deletes a user and ends all its access.
-#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "user id")), security(("bearer" = [])),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "the caller's own account (`self_lockout`)", body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete users")?;
     let id = id.into_inner();

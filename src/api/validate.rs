@@ -36,6 +36,13 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
             format!("{field} must have at most {max} characters"),
         ));
     }
+    if t.contains('\0') {
+        // PostgreSQL cannot store it; say which field rather than fail at the insert.
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must not contain the NUL character (U+0000)"),
+        ));
+    }
     Ok(t.to_owned())
 }
 

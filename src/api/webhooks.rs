@@ -56,20 +56,34 @@ pub struct CreatedWebhook {
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// http:// or https:// URL the deliveries are POSTed to.
+    #[schema(
+        max_length = 2000,
+        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+    )]
     pub url: String,
     pub client_id: Option<Uuid>,
     pub kinds: Option<Vec<AlertKind>>,
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub description: Option<String>,
 }
 
 /// `PATCH /api/v1/webhooks/{id}`
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateWebhook {
+    #[schema(
+        max_length = 2000,
+        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+    )]
     pub url: Option<String>,
     pub kinds: Option<Vec<AlertKind>>,
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(min_length = 1, max_length = 2000, pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]", value_type = Option<String>)]
     pub description: Option<Option<String>>,
     pub is_active: Option<bool>,
 }
@@ -94,12 +108,26 @@ pub struct Delivery {
     pub body: Value,
 }
 
-/// Filters of the lists.
+/// Paging of `GET /api/v1/webhooks`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookListQuery {
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+/// Filters of `GET /api/v1/webhooks/{id}/deliveries`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookQuery {
     pub status: Option<WebhookDeliveryStatus>,
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 
@@ -181,9 +209,9 @@ pub async fn create(Cx { state, caller }: Cx, ApiJson(b): ApiJson<CreateWebhook>
 }
 
 /// Lists webhooks (ADMIN).
-#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", params(WebhookQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", params(WebhookListQuery), security(("bearer" = [])),
     responses((status = 200, body = Page<Webhook>), (status = 403, body = ErrorBody)))]
-pub async fn list(Cx { state, caller }: Cx, q: web::Query<WebhookQuery>) -> ApiResult {
+pub async fn list(Cx { state, caller }: Cx, q: web::Query<WebhookListQuery>) -> ApiResult {
     caller.require_admin("read webhooks")?;
     let paged = paging(q.limit, q.offset)?;
     WEBHOOKS

@@ -12,6 +12,11 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct Certification {
     /// e.g. `first_aid`, `firearms`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "[^\\t\\n\\u000B\\f\\r \\u0085\\u00A0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000]"
+    )]
     pub name: String,
     /// NULL: does not expire.
     pub expires_at: Option<DateTime<Utc>>,

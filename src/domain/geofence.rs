@@ -8,6 +8,8 @@ use serde_json::Value;
 
 /// Largest circle radius accepted, in metres.
 pub const MAX_RADIUS_M: f64 = 50_000.0;
+/// Smallest circle radius, in metres: a fence smaller than a metre is a typing error.
+pub const MIN_RADIUS_M: f64 = 1.0;
 /// Most positions accepted in one polygon (all rings together): keeps lookups bounded.
 pub const MAX_POLYGON_POSITIONS: usize = 10_000;
 
@@ -65,9 +67,10 @@ impl GeofenceSpec {
                     .get("radius_m")
                     .and_then(Value::as_f64)
                     .ok_or_else(|| err("Circle needs `radius_m`, a number of metres"))?;
-                if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
+                // The column keeps millimetres: anything smaller would be stored as 0.
+                if !(MIN_RADIUS_M..=MAX_RADIUS_M).contains(&radius_m) {
                     return Err(err(format!(
-                        "radius_m must be > 0 and <= {MAX_RADIUS_M}, not {radius_m}"
+                        "radius_m must be between {MIN_RADIUS_M} and {MAX_RADIUS_M}, not {radius_m}"
                     )));
                 }
                 GeofenceShape::Circle { center, radius_m }

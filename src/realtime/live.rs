@@ -16,6 +16,8 @@ pub use crate::geofence::watch::FenceEvent;
 
 /// The kind of alert a person closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+// Named apart from `domain::enums::AlertKind` (the life-cycle kinds) in the OpenAPI document.
+#[schema(as = ClosedAlertKind)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A panic report, acknowledged.

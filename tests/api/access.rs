@@ -433,7 +433,7 @@ async fn bad_requests_get_a_4xx_naming_the_problem_never_a_500() {
         .await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
-        (400, Some("unsupported_media_type")),
+        (415, Some("unsupported_media_type")),
         "{b}"
     );
     let (s, b) = app.call("GET", "/api/v1/clients/not-a-uuid", t, None).await;
@@ -465,6 +465,17 @@ async fn bad_requests_get_a_4xx_naming_the_problem_never_a_500() {
         (s, b["error"]["code"].as_str()),
         (405, Some("method_not_allowed")),
         "{b}"
+    );
+    let res = app
+        .http
+        .put(format!("{}/api/v1/clients", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, POST"),
+        "a 405 says which methods the resource has"
     );
     let (s, b) = app
         .call(

@@ -46,3 +46,14 @@ pub(super) fn client_agent_json(client: &str) -> String {
                  WHERE sh.agent_id = a.id AND sh.deleted_at IS NULL AND st.client_id = {client}), '[]'::jsonb))"
     )
 }
+
+/// What `GET /api/v1/agents` and `/agents/{id}` answer, by the caller's role: the full record
+/// to staff (and to an agent about itself), the client view to CLIENT users. For the OpenAPI
+/// document only: the handlers serialise the two types themselves.
+#[allow(dead_code, clippy::large_enum_variant)] // Never built: it only describes.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AgentView {
+    Staff(super::Agent),
+    Client(ClientAgent),
+}

@@ -35,7 +35,7 @@ pub mod track;
 
 pub use bodies::{AgentCreated, AgentQuery, CreateAgent, UpdateAgent};
 use client_view::client_agent_json;
-pub use client_view::{ClientAgent, ClientAgentShift};
+pub use client_view::{AgentView, ClientAgent, ClientAgentShift};
 pub use track::{Track, TrackGeometry, TrackProperties, TrackQuery};
 
 /// The `agents` table as a resource (its rows join their user's).
@@ -89,13 +89,14 @@ fn certifications(list: Vec<Certification>) -> Result<Vec<Certification>, ApiErr
         .collect()
 }
 
+/// Weekly hours as the column holds them (numeric(5, 2), above 0): at least 0.01.
 fn hours(v: f64) -> Result<f64, ApiError> {
-    if v.is_finite() && v > 0.0 && v <= 168.0 {
+    if v.is_finite() && (0.01..=168.0).contains(&v) {
         Ok(v)
     } else {
         Err(ApiError::invalid(
             "max_weekly_hours",
-            "max_weekly_hours must be > 0 and <= 168",
+            "max_weekly_hours must be between 0.01 and 168",
         ))
     }
 }
@@ -191,8 +192,8 @@ pub(super) fn readable(caller: &Caller) -> SqlBuilder {
 
 /// Lists agents.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(AgentQuery), security(("bearer" = [])),
-    responses((status = 200, body = Page<Agent>,
-               description = "staff and agents; a CLIENT user gets `Page<ClientAgent>` items instead")))]
+    responses((status = 200, body = Page<AgentView>,
+               description = "staff and agents get `Agent` items; a CLIENT user gets `ClientAgent` items")))]
 pub async fn list(Cx { state, caller }: Cx, q: web::Query<AgentQuery>) -> ApiResult {
     let (limit, offset) = paging(q.limit, q.offset)?;
     let mut w = readable(&caller);
@@ -234,8 +235,8 @@ pub async fn list(Cx { state, caller }: Cx, q: web::Query<AgentQuery>) -> ApiRes
 }
 
 /// One agent (404 when not the caller's to see).
-#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
-    responses((status = 200, body = Agent, description = "a CLIENT user gets a `ClientAgent`"),
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = Uuid, Path, description = "agent id")), security(("bearer" = [])),
+    responses((status = 200, body = AgentView, description = "an `Agent`; a CLIENT user gets a `ClientAgent`"),
               (status = 404, body = ErrorBody)))]
 pub async fn get(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     let id = id.into_inner();
@@ -289,8 +290,9 @@ async fn lock_agent(
 }
 
 /// Changes an agent (ADMIN, SUPERVISOR).
-#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", request_body = UpdateAgent, security(("bearer" = [])),
-    responses((status = 200, body = Agent), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = Uuid, Path, description = "agent id")), request_body = UpdateAgent, security(("bearer" = [])),
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody),
+        (status = 409, description = "email or employee_id taken (`already_exists`)", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     Cx { state, caller }: Cx,
     id: web::Path<Uuid>,
@@ -406,7 +408,7 @@ pub async fn update(
 }
 
 /// Soft-deletes an agent and its login, and revokes its device tokens (ADMIN, SUPERVISOR).
-#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = Uuid, Path, description = "agent id")), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(Cx { state, caller }: Cx, id: web::Path<Uuid>) -> ApiResult {
     caller.require_staff("delete agents")?;

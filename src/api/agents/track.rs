@@ -32,6 +32,7 @@ const REORDER_SLACK: Duration = Duration::minutes(10);
 
 /// The window of `GET /api/v1/agents/{id}/track`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TrackQuery {
     /// Start of the window (inclusive).
@@ -73,7 +74,7 @@ pub struct TrackProperties {
 
 /// The track of one agent over a window (staff: any agent; CLIENT: agents with a shift at its
 /// sites; AGENT: itself).
-#[utoipa::path(get, path = "/api/v1/agents/{id}/track", tag = "agents", params(TrackQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/agents/{id}/track", tag = "agents", params(("id" = Uuid, Path, description = "agent id"), TrackQuery), security(("bearer" = [])),
     responses((status = 200, body = Track), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn track(
     Cx { state, caller }: Cx,
