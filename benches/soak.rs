@@ -104,7 +104,9 @@ fn main() {
         draw(&format!("{out}/soak.png"), &report.samples, agents, minutes);
 
         let flat = flatness(&report.samples);
-        println!("reconnections       {}", report.samples.last().map_or(0, |s| s.reconnects));
+        let last = report.samples.last();
+        println!("reconnections       {} ({} after the server closed or the socket broke; {} devices gave up)",
+            last.map_or(0, |s| s.reconnects), last.map_or(0, |s| s.lost_connections), report.errors);
         println!("lossless check      {stored} rows stored for {} acked events: {}", report.acked,
             if stored as u64 == report.acked { "PASS" } else { "FAIL" });
         let consoles_open = report.consoles.iter().all(|c| c.connected && c.closed.is_none());
@@ -223,19 +225,20 @@ async fn cycle(base_url: &str, devices: &[loadgen::Device], total: u64) -> u64 {
 
 fn write_csv(path: &str, samples: &[Sample]) {
     let mut f = std::fs::File::create(path).expect("create the CSV");
-    writeln!(f, "t_s,acked_per_s,p50_ms,p99_ms,connected,reconnects,server_rss_mib,server_fds,server_threads,server_cpu_percent,writer_queued_rows,db_pool_waiting,ws_connections_open").unwrap();
+    writeln!(f, "t_s,acked_per_s,p50_ms,p99_ms,connected,reconnects,lost_connections,server_rss_mib,server_fds,server_threads,server_cpu_percent,writer_queued_rows,db_pool_waiting,ws_connections_open").unwrap();
     let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
     let u = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
     for s in samples {
         writeln!(
             f,
-            "{:.1},{:.1},{:.2},{:.2},{},{},{},{},{},{},{},{},{}",
+            "{:.1},{:.1},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{}",
             s.t_s,
             s.acked_per_s,
             s.p50_ms,
             s.p99_ms,
             s.connected,
             s.reconnects,
+            s.lost_connections,
             o(s.server_rss_mib),
             u(s.server_fds),
             u(s.server_threads),

@@ -35,8 +35,11 @@ pub(super) async fn device_task(
     loop {
         match run.exchange(sink, stream).await {
             Ended::Closed => return,
-            Ended::Reconnect => {
+            ended @ (Ended::Reconnect | Ended::Lost) => {
                 run.shared.connected.fetch_sub(1, Ordering::Relaxed);
+                if matches!(ended, Ended::Lost) {
+                    run.shared.lost.fetch_add(1, Ordering::Relaxed);
+                }
                 let Some((s, st, _)) = connect(i, &client, &url, &run.device.token).await else {
                     run.shared.errors.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -44,6 +47,18 @@ pub(super) async fn device_task(
                 (sink, stream) = (s, st);
                 run.shared.connected.fetch_add(1, Ordering::Relaxed);
                 run.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                // As a phone does: what was not acked goes again, with its sequence numbers
+                // (the server acks a copy of what it already has without storing it twice).
+                if let Some(frame) = run.resend_frame() {
+                    if sink
+                        .send(awc::ws::Message::Text(frame.into()))
+                        .await
+                        .is_err()
+                    {
+                        run.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
             }
         }
     }
@@ -88,10 +103,12 @@ async fn connect(
 
 /// Why a connection's exchange ended.
 enum Ended {
-    /// The server closed, or the run is over.
+    /// The run is over (the connection ended after the deadline).
     Closed,
     /// This device's reconnect wave came, everything it sent being acked.
     Reconnect,
+    /// The server closed the connection, or it broke, during the run: reconnect and resend.
+    Lost,
 }
 
 /// The HTTP client of device `i`, bound to one of the loopback source addresses.
@@ -253,13 +270,13 @@ impl DeviceRun {
                     let text = self.next_frame();
                     if sink.send(awc::ws::Message::Text(text.into())).await.is_err() {
                         self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                        return Ended::Closed;
+                        return self.lost();
                     }
                     self.shared.sent.fetch_add(self.batch as u64, Ordering::Relaxed);
                     self.next_send += self.period;
                 }
                 frame = stream.next() => {
-                    let Some(Ok(frame)) = frame else { return Ended::Closed };
+                    let Some(Ok(frame)) = frame else { return self.lost() };
                     match frame {
                         awc::ws::Frame::Text(t) => {
                             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&t) else { continue };
@@ -268,7 +285,7 @@ impl DeviceRun {
                             } else if v["type"] == "dispatch" {
                                 let Some(reply) = self.dispatch_reply(&v) else { continue };
                                 if sink.send(awc::ws::Message::Text(reply.into())).await.is_err() {
-                                    return Ended::Closed;
+                                    return self.lost();
                                 }
                                 self.shared.sent.fetch_add(1, Ordering::Relaxed);
                             } else if v["type"] == "error" {
@@ -278,13 +295,49 @@ impl DeviceRun {
                         awc::ws::Frame::Ping(p) => {
                             let _ = sink.send(awc::ws::Message::Pong(p)).await;
                         }
-                        awc::ws::Frame::Close(_) => return Ended::Closed,
+                        awc::ws::Frame::Close(_) => return self.lost(),
                         _ => {}
                     }
                     self.prune_pending();
                 }
             }
         }
+    }
+
+    /// How a connection that ended under the device ends its exchange: lost during the run,
+    /// closed after it.
+    fn lost(&self) -> Ended {
+        if Instant::now() < self.deadline {
+            Ended::Lost
+        } else {
+            Ended::Closed
+        }
+    }
+
+    /// The events not acked yet, rebuilt with their sequence numbers for a resend (the clock-in
+    /// as the clock-in, the others at the walk's current place), in one frame; `None` if all
+    /// are acked.
+    fn resend_frame(&self) -> Option<String> {
+        let mut seqs: Vec<u64> = self.unacked_times.keys().copied().collect();
+        if seqs.is_empty() {
+            return None;
+        }
+        seqs.sort_unstable();
+        let now = chrono::Utc::now();
+        let (lat, lon) = (self.walk.lat, self.walk.lon);
+        let events: Vec<serde_json::Value> = seqs
+            .into_iter()
+            .map(|seq| {
+                if self.clock_in_seq == Some(seq) {
+                    serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": self.device.shift_id,
+                        "method": "GPS", "lat": self.clock_in_at.0, "lon": self.clock_in_at.1, "accuracy_m": 5})
+                } else {
+                    serde_json::json!({"type": "position", "seq": seq, "ts": now, "lat": lat, "lon": lon,
+                        "accuracy_m": 6, "speed_mps": 1.4, "battery_pct": 80})
+                }
+            })
+            .collect();
+        Some(serde_json::Value::Array(events).to_string())
     }
 
     /// Whether a frame may be sent (before the deadline and, in closed loop, with room left in

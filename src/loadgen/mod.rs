@@ -97,9 +97,11 @@ pub struct Sample {
     /// Send→ack latency over the interval (events sent after the warm-up only).
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Devices connected at the sample, and reconnections so far.
+    /// Devices connected at the sample, reconnections so far, and connections that ended
+    /// under a device so far (closed by the server or broken; the device reconnects).
     pub connected: usize,
     pub reconnects: u64,
+    pub lost_connections: u64,
     /// The server process: resident memory, open file descriptors, threads, CPU over the
     /// interval (one core = 100 %).
     pub server_rss_mib: Option<f64>,
@@ -159,8 +161,10 @@ struct Shared {
     /// Events answered with an error frame (never acked).
     rejected: AtomicU64,
     connected: AtomicUsize,
-    /// Reconnections of the reconnect waves.
+    /// Reconnections (waves and lost connections).
     reconnects: AtomicU64,
+    /// Connections that ended under a device during the run (server close, broken socket).
+    lost: AtomicU64,
     /// When each emergency's `dispatch` frame reached a device.
     dispatched: Mutex<HashMap<Uuid, Instant>>,
     /// Clock-ins acked, and when the last one was (ms after the start).
@@ -224,6 +228,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         rejected: AtomicU64::new(0),
         connected: AtomicUsize::new(0),
         reconnects: AtomicU64::new(0),
+        lost: AtomicU64::new(0),
         dispatched: Mutex::new(HashMap::new()),
         clock_ins_acked: AtomicU64::new(0),
         last_clock_in_ack_ms: AtomicU64::new(0),
@@ -313,6 +318,7 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
             p99_ms: p99 as f64 / 1000.0,
             connected: shared.connected.load(Ordering::Relaxed),
             reconnects: shared.reconnects.load(Ordering::Relaxed),
+            lost_connections: shared.lost.load(Ordering::Relaxed),
             server_rss_mib: server_pid
                 .and_then(process_stats)
                 .map(|s| s.1 as f64 / 1024.0),
