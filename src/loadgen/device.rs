@@ -194,6 +194,9 @@ struct DeviceRun {
     clock_in_at_time: Instant,
     /// When this device's next reconnect wave comes (`LoadOptions::reconnect_waves`).
     reconnect_at: Option<Instant>,
+    /// Which of every 100 events is this device's QR scan: devices scan at their own moments,
+    /// as guards on patrol do, not all in the same second.
+    scan_phase: u64,
 }
 
 impl DeviceRun {
@@ -243,6 +246,7 @@ impl DeviceRun {
             clock_in_at,
             clock_in_at_time,
             reconnect_at,
+            scan_phase: (i % 100) as u64,
         }
     }
 
@@ -383,7 +387,7 @@ impl DeviceRun {
     }
 
     /// One step of the walk as an event with the current sequence number: the clock-in once it
-    /// is due, a QR scan every 100th event, a position otherwise.
+    /// is due, a QR scan every 100th event (at the device's own phase), a position otherwise.
     fn next_event(&mut self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
         let (lat, lon) = self.walk.step(1.0 / self.opts.rate_hz.max(0.001));
         let seq = self.seq;
@@ -392,7 +396,7 @@ impl DeviceRun {
             self.clock_in_seq = Some(seq);
             serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": self.device.shift_id,
                 "method": "GPS", "lat": self.clock_in_at.0, "lon": self.clock_in_at.1, "accuracy_m": 5})
-        } else if seq.is_multiple_of(100) {
+        } else if (seq + self.scan_phase).is_multiple_of(100) {
             serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": self.device.checkpoint, "lat": lat, "lon": lon})
         } else {
             serde_json::json!({"type": "position", "seq": seq, "ts": now, "lat": lat, "lon": lon,
