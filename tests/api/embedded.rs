@@ -7,15 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::{bahinlink, connect, scratch_dir};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{bahinlink, connect, free_port, scratch_dir, wait_ready};
 
 fn start_serve(data_dir: &Path, port: u16) -> Child {
     bahinlink()
@@ -26,26 +18,6 @@ fn start_serve(data_dir: &Path, port: u16) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn bahinlink serve")
-}
-
-async fn wait_ready(client: &awc::Client, port: u16, child: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("serve exited early with {status}");
-        }
-        if let Ok(res) = client
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-        {
-            if res.status().as_u16() == 200 {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        actix_rt::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Sends `signal`, waits for exit, and returns (exit code, stderr).
@@ -86,14 +58,13 @@ fn postgres_running(data_dir: &Path) -> bool {
 #[actix_web::test]
 async fn serve_runs_its_own_postgres_stops_it_and_reuses_the_data() {
     let data_dir = scratch_dir("serve");
-    let http = awc::Client::default();
     let socket = data_dir.join("run");
     let conn = format!("host={} user=bahinlink dbname=bahinlink", socket.display());
 
     // First start: initdb, migrate, ready.
     let port = free_port();
     let mut child = start_serve(&data_dir, port);
-    wait_ready(&http, port, &mut child).await;
+    wait_ready(port, &mut child, Duration::from_secs(120)).await;
     assert!(postgres_running(&data_dir));
     let client = connect(&conn).await;
     client
@@ -118,7 +89,7 @@ async fn serve_runs_its_own_postgres_stops_it_and_reuses_the_data() {
     // Second start: the same cluster, the same data, no initdb.
     let port = free_port();
     let mut child = start_serve(&data_dir, port);
-    wait_ready(&http, port, &mut child).await;
+    wait_ready(port, &mut child, Duration::from_secs(120)).await;
     let client = connect(&conn).await;
     let value: serde_json::Value = client
         .query_one(

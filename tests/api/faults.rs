@@ -20,8 +20,8 @@ use uuid::Uuid;
 use crate::{
     device::{device_token, shift_now, INSIDE},
     helpers::{
-        bahinlink, connect, fresh_database, make_agent, make_client, make_site, scratch_dir,
-        spawn_app_on, square, test_settings, TestApp, TestUser,
+        bahinlink, connect, free_port, fresh_database, make_agent, make_client, make_site,
+        scratch_dir, spawn_app_on, square, test_settings, wait_ready, TestApp, TestUser,
     },
 };
 use bahinlink::storage::{
@@ -374,14 +374,6 @@ async fn postgresql_stopped_for_ten_seconds_under_2000_events_a_second_loses_and
     let _ = std::fs::remove_dir_all(dir);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `bahinlink serve` on `db_url` as a separate process, ready.
 async fn serve(db_url: &str, port: u16) -> Child {
     let mut child = bahinlink()
@@ -396,24 +388,8 @@ async fn serve(db_url: &str, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn bahinlink serve");
-    let http = awc::Client::default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("serve exited early with {status}");
-        }
-        if let Ok(res) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-        {
-            if res.status().as_u16() == 200 {
-                return child;
-            }
-        }
-        assert!(Instant::now() < deadline, "serve did not become ready");
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(port, &mut child, Duration::from_secs(60)).await;
+    child
 }
 
 #[actix_web::test]

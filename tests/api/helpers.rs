@@ -496,3 +496,38 @@ pub async fn make_shift(
     assert_eq!(s, 201, "{b}");
     b["id"].as_str().unwrap().parse().unwrap()
 }
+
+/// A port nobody listens on now (for a daemon started as a separate process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (at most `within`) until `bahinlink serve` on `port` answers `/readyz` with 200;
+/// fails the test if the process exits first.
+pub async fn wait_ready(port: u16, child: &mut std::process::Child, within: Duration) {
+    let http = awc::Client::default();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("serve exited early with {status}");
+        }
+        if let Ok(res) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            if res.status().as_u16() == 200 {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not become ready"
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
