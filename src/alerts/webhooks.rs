@@ -48,16 +48,30 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], KeyError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
+            // Written whole under a name of its own, then linked into place: a process that
+            // reads the key never sees it half written, and of two creating it at once one
+            // wins and the other reads the winner's.
             use std::io::Write;
+            let tmp = path.with_extension(format!(
+                "tmp-{}-{:x}",
+                std::process::id(),
+                u64::from_le_bytes(key[..8].try_into().unwrap_or_default())
+            ));
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            match options.open(path) {
-                Ok(mut f) => {
-                    f.write_all(&key).map_err(io)?;
-                    Ok(key)
-                }
+            let written = options
+                .open(&tmp)
+                .and_then(|mut f| f.write_all(&key).and_then(|()| f.sync_all()));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(io(e));
+            }
+            let linked = std::fs::hard_link(&tmp, path);
+            let _ = std::fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => Ok(key),
                 // Another process created it first: use theirs.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_key(path),
                 Err(e) => Err(io(e)),
