@@ -15,11 +15,19 @@
 //! closed loop uses 8), LOADBENCH_EMERGENCIES (200, raised through REST during the open
 //! loop and timed to the `dispatch` frame), LOADBENCH_WARMUP (45 s: the devices clock in
 //! spread over its first 30 s, and emergencies are raised after it; latencies of events sent
-//! in it are not recorded, throughput counts them), LOADBENCH_CONSOLES (1: control-room
+//! in it are not recorded, throughput counts them), LOADBENCH_CLOSED_SECONDS (the closed
+//! loop's length, LOADBENCH_SECONDS by default; 0 skips it and the ceiling),
+//! LOADBENCH_HTTP_SECONDS (30: phone apps' positions through the HTTP gateway's `/osmand`,
+//! LOADBENCH_HTTP_CONCURRENCY (64) requests in flight, each answered after its commit; 0
+//! skips it), LOADBENCH_CLOCKIN_RATE (2000: the shift
+//! change, every device clocking in one after another at this rate from 10 s into the open
+//! loop, while all of them stream positions), LOADBENCH_CONSOLES (1: control-room
 //! consoles watching every agent through both runs; the report says whether they stayed open
 //! and how often they saw each agent), LOADBENCH_JSON=1 for JSON lines.
 //!
-//! Every device clocks in on its shift (GPS) during the open loop's warm-up, scans its
+//! Every device clocks in on its shift (GPS) during the open loop's warm-up (the shift
+//! change; clock-in latencies and those of the positions sent meanwhile are reported apart),
+//! scans its
 //! site's QR checkpoint every 100th event, and one in 20 starts near its fence's edge walking
 //! out (geofence exits); the dispatch frames are accepted with a `dispatch_reply`.
 
@@ -29,13 +37,31 @@ use bahinlink::loadgen::{self, LoadOptions, Report};
 
 mod harness;
 
-use harness::{asked_for, env, Cluster};
+use harness::{asked_for, env, top_statements, Cluster};
 
 fn print(name: &str, r: &Report, json: bool) {
     if json {
         println!("{}", serde_json::json!({"scenario": name, "report": r}));
     } else {
         println!("\n== {name}\n{}", r.table());
+    }
+}
+
+/// PostgreSQL's busiest statements of the run just reported.
+fn print_statements(lines: &[String], json: bool) {
+    if lines.is_empty() {
+        return;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"scenario": "statements", "lines": lines})
+        );
+    } else {
+        println!("PostgreSQL's busiest statements (execution time, calls, per call, rows):");
+        for l in lines {
+            println!("  {l}");
+        }
     }
 }
 
@@ -55,16 +81,23 @@ fn main() {
     // Control-room consoles watching every agent through both runs (issue 10: never closed).
     let consoles: usize = env("LOADBENCH_CONSOLES", 1);
     let warmup: u64 = env("LOADBENCH_WARMUP", 45);
+    let clock_in_rate: f64 = env("LOADBENCH_CLOCKIN_RATE", 2000.0);
+    // 0 runs the open loop alone (quicker, when only latency is being worked on).
+    let closed_seconds: u64 = env("LOADBENCH_CLOSED_SECONDS", seconds);
+    // Phone apps over HTTP after the WebSocket loops (0 skips it).
+    let http_seconds: u64 = env("LOADBENCH_HTTP_SECONDS", 30);
+    let http_concurrency: usize = env("LOADBENCH_HTTP_CONCURRENCY", 64);
     let json = std::env::var("LOADBENCH_JSON").is_ok();
     if agents == 0
         || window == 0
         || batch == 0
         || !(0.01..=1000.0).contains(&rate)
         || warmup >= seconds
+        || !(clock_in_rate.is_finite() && clock_in_rate > 0.0)
     {
         eprintln!(
-            "load benchmark: need LOADBENCH_AGENTS, _WINDOW, _BATCH >= 1, _RATE in 0.01..1000 and \
-             LOADBENCH_WARMUP < LOADBENCH_SECONDS"
+            "load benchmark: need LOADBENCH_AGENTS, _WINDOW, _BATCH >= 1, _RATE in 0.01..1000, \
+             LOADBENCH_CLOCKIN_RATE > 0 and LOADBENCH_WARMUP < LOADBENCH_SECONDS"
         );
         std::process::exit(2);
     }
@@ -90,6 +123,10 @@ fn main() {
             source_addrs: 4,
             progress: !json,
             clock_in: true,
+            clock_in_rate,
+            // Every device is connected and streaming by then.
+            clock_in_start: Duration::from_secs(10).min(Duration::from_secs(warmup) / 4),
+            postgres_pid: cluster.postmaster_pid(),
             warmup: Duration::from_secs(warmup),
             emergencies,
             api_token: Some(api_token),
@@ -97,27 +134,58 @@ fn main() {
             sample_every: Duration::from_secs(1),
             reconnect_waves: None,
         };
+        let _ = top_statements(&db, 0).await; // provisioning's statements are not the run's
         let open = loadgen::run(&base, &devices, pid).await;
         print(&format!("open loop: {agents} agents x {rate} Hz"), &open, json);
+        print_statements(&top_statements(&db, 12).await, json);
         // Agents stay on duty (clocked in during the open loop); no emergencies here.
-        let closed_opts = LoadOptions { window: Some(window), batch: 8, clock_in: false, emergencies: 0, ..base.clone() };
-        let closed = loadgen::run(&closed_opts, &devices, pid).await;
-        print(&format!("closed loop: {agents} agents, window {window}, batch 8"), &closed, json);
+        let closed = if closed_seconds > 0 {
+            let closed_opts = LoadOptions { window: Some(window), batch: 8, clock_in: false, emergencies: 0,
+                duration: Duration::from_secs(closed_seconds), ..base.clone() };
+            let closed = loadgen::run(&closed_opts, &devices, pid).await;
+            print(&format!("closed loop: {agents} agents, window {window}, batch 8"), &closed, json);
+            print_statements(&top_statements(&db, 12).await, json);
+            Some(closed)
+        } else {
+            None
+        };
+        // Phone apps over HTTP (the gateway), as fast as the requests in flight allow.
+        let http = if http_seconds > 0 {
+            let r = loadgen::http_positions(&base_url, &devices, Duration::from_secs(http_seconds), http_concurrency).await;
+            if json {
+                println!("{}", serde_json::json!({"scenario": "http gateway", "report": r}));
+            } else {
+                println!("\n== phone apps over HTTP: {agents} agents\n{}", r.table());
+            }
+            print_statements(&top_statements(&db, 8).await, json);
+            Some(r)
+        } else {
+            None
+        };
         let stored = loadgen::stored_rows(&db, &ids).await.expect("count rows");
-        let acked = open.acked + closed.acked;
-        let ceiling = loadgen::copy_ceiling(&mut db, &ids, closed.acked.max(100_000) as usize).await.expect("copy ceiling");
-        let ratio = closed.acked_per_s / ceiling;
+        let acked = open.acked + closed.as_ref().map_or(0, |c| c.acked) + http.as_ref().map_or(0, |h| h.stored);
+        let ceiling = match &closed {
+            Some(c) => Some(loadgen::copy_ceiling(&mut db, &ids, c.acked.max(100_000) as usize).await.expect("copy ceiling")),
+            None => None,
+        };
+        let ratio = match (&closed, ceiling) {
+            (Some(c), Some(ceiling)) => Some(c.acked_per_s / ceiling),
+            _ => None,
+        };
         if json {
             println!("{}", serde_json::json!({"scenario": "summary", "stored_rows": stored, "acked": acked,
                 "lossless": stored as u64 == acked, "copy_ceiling_rows_per_s": ceiling, "ratio": ratio}));
         } else {
             println!("\n== ceiling and check");
-            println!("COPY ceiling        {ceiling:.0} rows/s (one binary COPY into location_tracking)");
-            println!("daemon / ceiling    {:.1}% (closed loop {:.0} events/s)", ratio * 100.0, closed.acked_per_s);
+            if let (Some(c), Some(ceiling), Some(ratio)) = (&closed, ceiling, ratio) {
+                println!("COPY ceiling        {ceiling:.0} rows/s (one binary COPY into location_tracking)");
+                println!("daemon / ceiling    {:.1}% (closed loop {:.0} events/s)", ratio * 100.0, c.acked_per_s);
+            }
             println!("lossless check      {} rows stored for {} acked events: {}", stored, acked,
                 if stored as u64 == acked { "PASS" } else { "FAIL" });
             if consoles > 0 {
-                let all_open = open.consoles.iter().chain(&closed.consoles).all(|c| c.connected && c.closed.is_none());
+                let all_open = open.consoles.iter().chain(closed.iter().flat_map(|c| &c.consoles))
+                    .all(|c| c.connected && c.closed.is_none());
                 println!("console check       {consoles} console(s) open throughout both runs: {}",
                     if all_open { "PASS" } else { "FAIL" });
             }

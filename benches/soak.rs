@@ -90,6 +90,10 @@ fn main() {
             source_addrs: 4,
             progress: true,
             clock_in: true,
+            // Spread over the first 30 s, as before issue 15's shift-change burst.
+            clock_in_rate: agents as f64 / 30.0,
+            clock_in_start: Duration::ZERO,
+            postgres_pid: cluster.postmaster_pid(),
             warmup: Duration::from_secs(45),
             emergencies: 0,
             api_token: Some(api_token),

@@ -2,7 +2,8 @@
 //!
 //! One module per stage of the data flow (docs/architecture.md has the map and the way of
 //! one event from the socket to the ack):
-//! - edges: `ws` (agent and console WebSockets), `api` (REST); `startup` registers every
+//! - edges: `ws` (agent and console WebSockets), `gateway` (phone apps over HTTP: OsmAnd /
+//!   Traccar Client, OwnTracks), `api` (REST); `startup` registers every
 //!   route and builds the shared `state`; `cli` drives it all;
 //! - the realtime core: `ingest` (device events to committed rows), `dispatch` (the live
 //!   picture, assignment, emergencies), `realtime` (the hub and the live bus they share),
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod configuration;
 pub mod dispatch;
 pub mod domain;
+pub mod gateway;
 pub mod geofence;
 pub mod ingest;
 #[cfg(test)]

@@ -66,6 +66,33 @@ impl Application {
         let settings = Arc::new(settings);
         let writer =
             crate::ingest::writer::EventWriter::start(pool.clone(), settings.writer.clone());
+        // Clock-ins, scans and the other device events: many agents' in one commit.
+        // Lanes never take the whole pool: the writer's connections and one for the API stay.
+        let lanes = settings.writer.event_lanes.min(
+            settings
+                .database
+                .pool_size
+                .saturating_sub(settings.writer.connections + 1)
+                .max(1),
+        );
+        if lanes < settings.writer.event_lanes {
+            tracing::info!(
+                lanes,
+                configured = settings.writer.event_lanes,
+                pool_size = settings.database.pool_size,
+                "fewer group-commit lanes than writer.event_lanes: the pool is small"
+            );
+        }
+        let events = crate::ingest::events::GroupCommit::start(
+            pool.clone(),
+            if settings.writer.event_lanes == 0 {
+                0
+            } else {
+                lanes
+            },
+            settings.writer.event_batch_max,
+            settings.writer.max_queued_rows,
+        );
         let hub = actix::Actor::start(crate::realtime::hub::AgentHub::default());
         let restorer =
             actix::Actor::start(crate::ingest::restore::SessionRestorer::new(pool.clone()));
@@ -158,6 +185,7 @@ impl Application {
             device_revocations: tokio::sync::broadcast::channel(1024).0,
             geofences: geofences.clone(),
             writer: writer.clone(),
+            events,
             restorer,
             hub: hub.clone(),
             live: live.clone(),
@@ -180,12 +208,28 @@ impl Application {
                 }
             }
         });
+        // Phone apps over HTTP (Traccar Client, OwnTracks): their agents and token cache.
+        let gateway = web::Data::new(crate::gateway::Gateway::new());
+        let mut revoked = state.device_revocations.subscribe();
+        let forget = gateway.clone();
+        actix::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match revoked.recv().await {
+                    Ok(id) => forget.auth.revoked(id),
+                    // Missed revocations expire from the cache within a minute.
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
         let json_limit = settings.server.json_body_limit_bytes;
         let shared = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(middleware::from_fn(observability::http_metrics))
                 .app_data(state.clone())
+                .app_data(gateway.clone())
                 .app_data(web::JsonConfig::default().limit(json_limit))
                 .app_data(web::PayloadConfig::new(json_limit))
                 .configure(routes)
@@ -276,6 +320,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(ops::readyz)
         .service(ops::metrics);
     cfg.service(resource("/ws/agent").route(get().to(ws::agent::agent_ws)));
+    crate::gateway::routes(cfg);
     cfg.service(resource("/ws/console").route(get().to(ws::console::console_ws)));
     // The web console (embedded page and assets).
     cfg.service(resource("/").route(get().to(ui::index)));

@@ -25,6 +25,8 @@ pub struct AppState {
     pub geofences: Arc<crate::geofence::GeofenceIndex>,
     /// The batching writer of positions.
     pub writer: crate::ingest::writer::WriterHandle,
+    /// The group commit of device events other than positions (clock-ins, scans, panics).
+    pub events: crate::ingest::events::GroupCommit,
     /// Restores connecting sessions' state in batches.
     pub(crate) restorer: actix::Addr<crate::ingest::restore::SessionRestorer>,
     /// The registry of connected agents.

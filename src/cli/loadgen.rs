@@ -43,10 +43,17 @@ pub struct LoadgenArgs {
     /// Do not clock the agents in on their shifts first (positions then carry no shift).
     #[arg(long)]
     pub no_clock_in: bool,
-    /// Seconds at the start whose latencies are not recorded; the clock-ins spread over the
-    /// first two thirds of them.
+    /// Seconds at the start whose latencies are not recorded.
     #[arg(long, default_value_t = 10)]
     pub warmup: u64,
+    /// Clock-ins offered per second, one device after another (a shift change); 0 spreads
+    /// them over the first two thirds of the warm-up.
+    #[arg(long, default_value_t = 0.0)]
+    pub clock_in_rate: f64,
+    /// The PostgreSQL postmaster's process id, to report PostgreSQL's CPU beside the
+    /// daemon's and the load generator's.
+    #[arg(long)]
+    pub postgres_pid: Option<u32>,
     /// Emergencies to raise through the REST API during the run (timed to the dispatch frame).
     #[arg(long, default_value_t = 0)]
     pub emergencies: usize,
@@ -84,6 +91,12 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
             args.consoles
         )));
     }
+    if !(args.clock_in_rate.is_finite() && args.clock_in_rate >= 0.0) {
+        return Err(CliError::Usage(format!(
+            "--clock-in-rate must be a number of clock-ins per second (0 or more), not {}",
+            args.clock_in_rate
+        )));
+    }
     if !(0.01..=1000.0).contains(&args.rate) || args.batch == 0 || args.agents == 0 {
         return Err(CliError::Usage(
             "--rate must be 0.01..1000, --batch and --agents at least 1".into(),
@@ -113,6 +126,13 @@ pub(super) async fn run(settings: Settings, args: LoadgenArgs) -> Result<(), Cli
         source_addrs: args.source_addrs,
         progress: !args.json,
         clock_in: !args.no_clock_in,
+        clock_in_rate: if args.clock_in_rate > 0.0 {
+            args.clock_in_rate
+        } else {
+            args.agents as f64 / (args.warmup.max(1) as f64 * 2.0 / 3.0)
+        },
+        clock_in_start: Duration::ZERO,
+        postgres_pid: args.postgres_pid,
         warmup: Duration::from_secs(args.warmup),
         emergencies: args.emergencies,
         api_token: Some(api_token),

@@ -17,6 +17,7 @@ pub use sections::{
     AlertSettings, AuthSettings, ConsoleSettings, DatabaseSettings, DispatchSettings,
     EmbeddedSettings, GeofenceSettings, HashCost, IngestSettings, LimitSettings, LogFormat,
     LoggingSettings, SafetySettings, ServerSettings, WebhookSettings, WriterSettings,
+    MAX_EVENT_BATCH,
 };
 
 /// The compiled-in defaults; also the reference documentation of every setting.

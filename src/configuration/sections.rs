@@ -78,6 +78,11 @@ pub struct IngestSettings {
     pub panic_recent_fix_s: i64,
 }
 
+/// The most device events one group-commit transaction holds (`writer.event_batch_max`):
+/// each writing event takes a subtransaction id, and PostgreSQL caches 64 per backend before
+/// every other backend's snapshots must consult `pg_subtrans`.
+pub const MAX_EVENT_BATCH: usize = 60;
+
 /// `[writer]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +95,11 @@ pub struct WriterSettings {
     pub max_queued_rows: usize,
     /// Concurrent COPY transactions.
     pub connections: usize,
+    /// Group commit of device events other than positions: lanes (each a transaction at a
+    /// time on one pooled connection) ...
+    pub event_lanes: usize,
+    /// ... and the most events one lane's transaction commits together.
+    pub event_batch_max: usize,
 }
 
 /// `[geofence]`

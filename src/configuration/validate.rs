@@ -151,6 +151,12 @@ impl Settings {
                 ),
             ));
         }
+        within("writer.event_lanes", w.event_lanes, 0..=64)?;
+        within(
+            "writer.event_batch_max",
+            w.event_batch_max,
+            1..=super::sections::MAX_EVENT_BATCH,
+        )?;
         let g = &self.geofence;
         within("geofence.exit_dwell_s", g.exit_dwell_s, 0..=86_400)?;
         within(

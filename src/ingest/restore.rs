@@ -160,7 +160,8 @@ async fn load_states(
                     d.site_id IS NOT NULL AND EXISTS (
                         SELECT 1 FROM geofence_violations v
                         WHERE v.agent_id = a.id AND v.site_id = d.site_id AND v.resolved_at IS NULL) AS violated,
-                    (SELECT max(seq) FROM location_tracking WHERE agent_id = a.id) AS last_seq
+                    -- Phone apps' events are numbered below zero (gateway::report): not the device's.
+                    (SELECT max(seq) FROM location_tracking WHERE agent_id = a.id AND seq >= 0) AS last_seq
              FROM unnest($1::uuid[]) AS a(id)
              LEFT JOIN LATERAL (
                  SELECT att.id AS attendance_id, att.shift_id, s.site_id, att.status = 'ON_BREAK' AS on_break

@@ -12,6 +12,21 @@ use uuid::Uuid;
 
 use super::{Device, LoadOptions, Shared};
 
+/// A server frame as far as the load generator reads it: typed and borrowed, so the hot
+/// path (an ack per event) allocates nothing but the sequence numbers.
+#[derive(serde::Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    /// ack
+    #[serde(default)]
+    seqs: Vec<u64>,
+    /// error
+    seq: Option<u64>,
+    /// dispatch
+    emergency_id: Option<Uuid>,
+}
+
 /// Runs device `i`: connects (retrying), waits for the start of the run, then sends and reads
 /// until the run aborts the task or the connection ends.
 pub(super) async fn device_task(
@@ -192,6 +207,9 @@ struct DeviceRun {
     clock_in_at: (f64, f64),
     /// When the clock-in is due.
     clock_in_at_time: Instant,
+    /// Positions sent while clock-ins were unanswered somewhere in the run (the shift
+    /// change), timed apart.
+    burst_positions: std::collections::HashSet<u64>,
     /// When this device's next reconnect wave comes (`LoadOptions::reconnect_waves`).
     reconnect_at: Option<Instant>,
     /// Which of every 100 events is this device's QR scan: devices scan at their own moments,
@@ -219,10 +237,11 @@ impl DeviceRun {
         let deadline = started + opts.duration;
         let clocked_in = !opts.clock_in;
         let measure_from = started + opts.warmup;
-        // Clock-ins spread over the first two thirds of the warm-up (as a shift change spreads
-        // over minutes), so that their queue has drained when latencies start to count.
-        let clock_in_at_time =
-            started + opts.warmup.mul_f64(2.0 / 3.0 * (i % 1000) as f64 / 1000.0);
+        // The shift change: one clock-in after another at the offered rate, while every device
+        // streams positions.
+        let clock_in_at_time = started
+            + opts.clock_in_start
+            + Duration::from_secs_f64(i as f64 / opts.clock_in_rate.max(0.001));
         // Device i is in wave i % 10: its first comes after (i % 10 + 1) wave periods.
         let reconnect_at = opts
             .reconnect_waves
@@ -245,6 +264,7 @@ impl DeviceRun {
             clock_in_seq: None,
             clock_in_at,
             clock_in_at_time,
+            burst_positions: std::collections::HashSet::new(),
             reconnect_at,
             scan_phase: (i % 100) as u64,
         }
@@ -283,17 +303,18 @@ impl DeviceRun {
                     let Some(Ok(frame)) = frame else { return self.lost() };
                     match frame {
                         awc::ws::Frame::Text(t) => {
-                            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&t) else { continue };
-                            if v["type"] == "ack" {
-                                self.on_ack(&v);
-                            } else if v["type"] == "dispatch" {
-                                let Some(reply) = self.dispatch_reply(&v) else { continue };
-                                if sink.send(awc::ws::Message::Text(reply.into())).await.is_err() {
-                                    return self.lost();
+                            let Ok(v) = serde_json::from_slice::<Incoming>(&t) else { continue };
+                            match v.kind {
+                                "ack" => self.on_ack(&v.seqs),
+                                "dispatch" => {
+                                    let Some(reply) = v.emergency_id.and_then(|id| self.dispatch_reply(id)) else { continue };
+                                    if sink.send(awc::ws::Message::Text(reply.into())).await.is_err() {
+                                        return self.lost();
+                                    }
+                                    self.shared.sent.fetch_add(1, Ordering::Relaxed);
                                 }
-                                self.shared.sent.fetch_add(1, Ordering::Relaxed);
-                            } else if v["type"] == "error" {
-                                self.on_error(&v);
+                                "error" => self.on_error(v.seq),
+                                _ => {}
                             }
                         }
                         awc::ws::Frame::Ping(p) => {
@@ -372,35 +393,57 @@ impl DeviceRun {
         } else {
             self.next_send
         };
+        // One timestamp per frame, written once; events are written as text straight away
+        // (no JSON tree per event: the load generator shares the server's cores).
         let now = chrono::Utc::now();
-        let mut events = Vec::with_capacity(self.batch);
-        for _ in 0..self.batch {
-            let event = self.next_event(now);
-            events.push(event);
+        let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut text = String::with_capacity(160 * self.batch + 2);
+        if self.batch > 1 {
+            text.push('[');
+        }
+        for k in 0..self.batch {
+            if k > 0 {
+                text.push(',');
+            }
+            self.next_event(now, &ts, &mut text);
             self.await_ack(scheduled);
         }
-        if self.batch == 1 {
-            events.remove(0).to_string()
-        } else {
-            serde_json::Value::Array(events).to_string()
+        if self.batch > 1 {
+            text.push(']');
         }
+        text
     }
 
-    /// One step of the walk as an event with the current sequence number: the clock-in once it
-    /// is due, a QR scan every 100th event (at the device's own phase), a position otherwise.
-    fn next_event(&mut self, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    /// One step of the walk as an event with the current sequence number, appended to `out`:
+    /// the clock-in once it is due, a QR scan every 100th event (at the device's own phase), a
+    /// position otherwise.
+    fn next_event(&mut self, now: chrono::DateTime<chrono::Utc>, ts: &str, out: &mut String) {
+        use std::fmt::Write;
         let (lat, lon) = self.walk.step(1.0 / self.opts.rate_hz.max(0.001));
         let seq = self.seq;
         if !self.clocked_in && Instant::now() >= self.clock_in_at_time {
             self.clocked_in = true;
             self.clock_in_seq = Some(seq);
-            serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": self.device.shift_id,
-                "method": "GPS", "lat": self.clock_in_at.0, "lon": self.clock_in_at.1, "accuracy_m": 5})
+            let shared = &self.shared;
+            shared.clock_ins_in_flight.fetch_add(1, Ordering::Relaxed);
+            let ms = self.started.elapsed().as_millis() as u64;
+            shared
+                .last_clock_in_sent_ms
+                .fetch_max(ms, Ordering::Relaxed);
+            let event = serde_json::json!({"type": "clock_in", "seq": seq, "ts": now, "shift_id": self.device.shift_id,
+                "method": "GPS", "lat": self.clock_in_at.0, "lon": self.clock_in_at.1, "accuracy_m": 5});
+            out.push_str(&event.to_string());
         } else if (seq + self.scan_phase).is_multiple_of(100) {
-            serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": self.device.checkpoint, "lat": lat, "lon": lon})
+            let event = serde_json::json!({"type": "qr_scan", "seq": seq, "ts": now, "code": self.device.checkpoint, "lat": lat, "lon": lon});
+            out.push_str(&event.to_string());
         } else {
-            serde_json::json!({"type": "position", "seq": seq, "ts": now, "lat": lat, "lon": lon,
-                "accuracy_m": 6, "speed_mps": 1.4, "battery_pct": 80})
+            if self.shared.clock_ins_in_flight.load(Ordering::Relaxed) > 0 {
+                self.burst_positions.insert(seq);
+            }
+            let _ = write!(
+                out,
+                r#"{{"type":"position","seq":{seq},"ts":"{ts}","lat":{lat},"lon":{lon},"accuracy_m":6,"speed_mps":1.4,"battery_pct":80}}"#
+            );
         }
     }
 
@@ -414,16 +457,12 @@ impl DeviceRun {
 
     /// An `ack` frame: records the latency of each event it acks and counts them, and notes
     /// when the clock-in was acked.
-    fn on_ack(&mut self, v: &serde_json::Value) {
+    fn on_ack(&mut self, seqs: &[u64]) {
         let now = Instant::now();
         let mut n = 0;
-        for s in v["seqs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_u64())
-        {
-            if self.clock_in_seq == Some(s) {
+        for &s in seqs {
+            let clock_in = self.clock_in_seq == Some(s);
+            if clock_in {
                 let shared = &self.shared;
                 shared.clock_ins_acked.fetch_add(1, Ordering::Relaxed);
                 let ms = now.duration_since(self.started).as_millis() as u64;
@@ -431,6 +470,17 @@ impl DeviceRun {
             }
             if let Some(at) = self.unacked_times.remove(&s) {
                 self.record_latency(at, now);
+                let micros = now.duration_since(at).as_micros().max(1) as u64;
+                if clock_in {
+                    self.shared
+                        .clock_ins_in_flight
+                        .fetch_sub(1, Ordering::Relaxed);
+                    let mut h = self.shared.clock_in_latency.lock().expect("histogram lock");
+                    let _ = h.record(micros);
+                } else if self.burst_positions.remove(&s) {
+                    let mut h = self.shared.burst_latency.lock().expect("histogram lock");
+                    let _ = h.record(micros);
+                }
                 n += 1;
             }
         }
@@ -455,10 +505,7 @@ impl DeviceRun {
     /// A `dispatch` frame: notes when it arrived and, before the deadline, returns the text of
     /// the reply accepting it (awaiting its ack from now on). `None` when there is nothing to
     /// send.
-    fn dispatch_reply(&mut self, v: &serde_json::Value) -> Option<String> {
-        let id = v["emergency_id"]
-            .as_str()
-            .and_then(|s| s.parse::<Uuid>().ok())?;
+    fn dispatch_reply(&mut self, id: Uuid) -> Option<String> {
         self.shared
             .dispatched
             .lock()
@@ -478,11 +525,17 @@ impl DeviceRun {
     }
 
     /// An `error` frame: counts it, and the event it rejects (which will never be acked).
-    fn on_error(&mut self, v: &serde_json::Value) {
+    fn on_error(&mut self, seq: Option<u64>) {
         self.shared.errors.fetch_add(1, Ordering::Relaxed);
-        if let Some(s) = v["seq"].as_u64() {
+        if let Some(s) = seq {
             if self.unacked_times.remove(&s).is_some() {
                 self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                self.burst_positions.remove(&s);
+                if self.clock_in_seq == Some(s) {
+                    self.shared
+                        .clock_ins_in_flight
+                        .fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }

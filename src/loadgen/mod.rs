@@ -8,7 +8,8 @@
 //!   database-side checks (rows stored, COPY ceiling);
 //! - `device`: one device's task (connection, walk, events, acks);
 //! - `report`: histograms, server stats and the report table;
-//! - `console`: a control-room console held open during the run.
+//! - `console`: a control-room console held open during the run;
+//! - `http`: phone apps' positions over the HTTP gateway (`/osmand`), as fast as allowed.
 
 use std::{
     collections::HashMap,
@@ -25,9 +26,11 @@ use uuid::Uuid;
 
 pub mod console;
 mod device;
+mod http;
 mod provision;
 mod report;
 
+pub use http::{http_positions, HttpReport};
 pub use provision::{copy_ceiling, provision, provision_staff, stored_rows};
 pub use report::{process_fds_threads, process_stats};
 
@@ -68,6 +71,15 @@ pub struct LoadOptions {
     /// so their positions carry a shift, their walks can leave the site's fence, and they
     /// can be dispatched.
     pub clock_in: bool,
+    /// Clock-ins offered per second: device `i` clocks in `clock_in_start + i / rate` after
+    /// the start, so 10,000 devices at 2,000/s are a five-second shift change while every
+    /// device keeps streaming positions.
+    pub clock_in_rate: f64,
+    /// When the shift change starts, after the start of the run.
+    pub clock_in_start: Duration,
+    /// The PostgreSQL postmaster's process id: its CPU (and its backends') is reported beside
+    /// the server's and the load generator's, so a reader sees where the box's time went.
+    pub postgres_pid: Option<u32>,
     /// Latencies of events sent in the first `warmup` of the run are not recorded (clock-ins
     /// and the connection storm of thousands of devices; the throughput counts them).
     pub warmup: Duration,
@@ -145,6 +157,22 @@ pub struct Report {
     /// two thirds of the warm-up, so a last ack much later means they queued.
     pub clock_ins_acked: u64,
     pub last_clock_in_ack_s: f64,
+    /// Seconds from the start to the last clock-in sent (the end of the offered burst).
+    pub last_clock_in_sent_s: f64,
+    /// Clock-in send→ack latency (every clock-in, warm-up or not).
+    pub clock_in_p50_ms: Option<f64>,
+    pub clock_in_p99_ms: Option<f64>,
+    /// Positions sent while clock-ins were unanswered (the shift change): how many, and
+    /// their send→ack p99, to compare with the run's p99.
+    pub burst_positions: u64,
+    pub burst_position_p99_ms: Option<f64>,
+    /// CPU seconds over the run of the server, of PostgreSQL (postmaster, backends and
+    /// backends that ended) and of this load generator, from /proc.
+    pub server_cpu_s: Option<f64>,
+    pub postgres_cpu_s: Option<f64>,
+    pub loadgen_cpu_s: Option<f64>,
+    /// The server's CPU per accepted event, in microseconds.
+    pub server_cpu_us_per_event: Option<f64>,
     /// What each console saw (`--consoles`).
     pub consoles: Vec<console::ConsoleReport>,
     /// The run sampled every `sample_every`.
@@ -170,6 +198,13 @@ struct Shared {
     /// Clock-ins acked, and when the last one was (ms after the start).
     clock_ins_acked: AtomicU64,
     last_clock_in_ack_ms: AtomicU64,
+    /// When the last clock-in was sent (ms after the start).
+    last_clock_in_sent_ms: AtomicU64,
+    /// Clock-ins sent and not answered yet: positions sent meanwhile are the burst's.
+    clock_ins_in_flight: std::sync::atomic::AtomicI64,
+    /// Clock-in latencies, and the latencies of positions sent during the burst.
+    clock_in_latency: Mutex<Histogram<u64>>,
+    burst_latency: Mutex<Histogram<u64>>,
 }
 
 /// Raises `opts.emergencies` emergencies spread over the run after its warm-up, each next to
@@ -232,6 +267,10 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         dispatched: Mutex::new(HashMap::new()),
         clock_ins_acked: AtomicU64::new(0),
         last_clock_in_ack_ms: AtomicU64::new(0),
+        last_clock_in_sent_ms: AtomicU64::new(0),
+        clock_ins_in_flight: std::sync::atomic::AtomicI64::new(0),
+        clock_in_latency: Mutex::new(histogram()),
+        burst_latency: Mutex::new(histogram()),
     });
     let rss_before = server_pid.and_then(process_stats).map(|s| s.1);
     // Connect everyone first (a few hundred at a time), then start the clock.
@@ -259,6 +298,8 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     let connected = shared.connected.load(Ordering::Relaxed);
     let rss_connected = server_pid.and_then(process_stats).map(|s| s.1);
     let cpu_before = server_pid.and_then(process_stats).map(|s| s.0);
+    let pg_before = opts.postgres_pid.and_then(report::postgres_ticks);
+    let own_before = process_stats(std::process::id()).map(|s| s.0);
     let started = Instant::now();
     let _ = start_tx.send(Some(started));
     let consoles: Vec<_> = match &opts.api_token {
@@ -358,6 +399,12 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         .min(opts.duration.as_secs_f64())
         .max(0.001);
     let cpu_after = server_pid.and_then(process_stats).map(|s| s.0);
+    let pg_after = opts.postgres_pid.and_then(report::postgres_ticks);
+    let own_after = process_stats(std::process::id()).map(|s| s.0);
+    let cpu_s = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / ticks_per_s),
+        _ => None,
+    };
     let raised = match emergencies {
         Some(task) => task.await.unwrap_or_default(),
         None => Vec::new(),
@@ -386,6 +433,12 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
     let total = shared.total.lock().expect("histogram lock").clone();
     let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
     let acked = shared.acked.load(Ordering::Relaxed);
+    let server_cpu_s = cpu_s(cpu_before, cpu_after);
+    let burst_positions = shared.burst_latency.lock().expect("histogram lock").len();
+    let quantile = |h: &Mutex<Histogram<u64>>, q: f64| {
+        let h = h.lock().expect("histogram lock");
+        (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0)
+    };
     Report {
         mode: match opts.window {
             Some(w) => format!("closed loop, window {w}, batch {}", opts.batch),
@@ -425,6 +478,17 @@ pub async fn run(opts: &LoadOptions, devices: &[Device], server_pid: Option<u32>
         emergency_max_ms: emergency_ms(1.0),
         clock_ins_acked: shared.clock_ins_acked.load(Ordering::Relaxed),
         last_clock_in_ack_s: shared.last_clock_in_ack_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        last_clock_in_sent_s: shared.last_clock_in_sent_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        clock_in_p50_ms: quantile(&shared.clock_in_latency, 0.5),
+        clock_in_p99_ms: quantile(&shared.clock_in_latency, 0.99),
+        burst_positions,
+        burst_position_p99_ms: quantile(&shared.burst_latency, 0.99),
+        server_cpu_s,
+        postgres_cpu_s: cpu_s(pg_before, pg_after),
+        loadgen_cpu_s: cpu_s(own_before, own_after),
+        server_cpu_us_per_event: server_cpu_s
+            .filter(|_| acked > 0)
+            .map(|s| s * 1e6 / acked as f64),
         consoles,
         samples,
     }

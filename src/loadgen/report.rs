@@ -25,6 +25,39 @@ pub fn process_stats(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// CPU ticks of a PostgreSQL cluster: the postmaster's own and those of its ended children
+/// (cutime, cstime: backends that exited and were reaped), plus its live children's.
+pub fn postgres_ticks(postmaster: u32) -> Option<u64> {
+    let fields = |stat: &str| -> Option<Vec<u64>> {
+        // Fields after the command name and the state: ppid is 0, utime 10, stime 11, cutime
+        // 12, cstime 13.
+        let rest = stat.rsplit(')').next()?;
+        Some(
+            rest.split_whitespace()
+                .skip(1)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect(),
+        )
+    };
+    let own = fields(&std::fs::read_to_string(format!("/proc/{postmaster}/stat")).ok()?)?;
+    let mut ticks = own.get(10..14)?.iter().sum::<u64>();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        if let Some(f) = fields(&stat) {
+            if f.first() == Some(&(postmaster as u64)) {
+                ticks += f.get(10..12).map_or(0, |t| t.iter().sum::<u64>());
+            }
+        }
+    }
+    Some(ticks)
+}
+
 /// (open file descriptors, threads) of process `pid`, from /proc.
 pub fn process_fds_threads(pid: u32) -> Option<(u64, u64)> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
@@ -71,10 +104,24 @@ impl Report {
             self.mode, self.agents, self.connected, self.seconds, self.sent, self.acked, self.errors, self.acked_per_s,
             self.p50_ms, self.p95_ms, self.p99_ms, self.p999_ms, self.max_ms,
             opt(self.server_cpu_percent, "%"), opt(self.server_rss_mib, "MiB"), opt(self.server_rss_per_agent_kib, "KiB"),
+        ) + &format!(
+            "CPU seconds        server {}  PostgreSQL {}  load generator {}; server per accepted event {}\n",
+            opt(self.server_cpu_s, "s"),
+            opt(self.postgres_cpu_s, "s"),
+            opt(self.loadgen_cpu_s, "s"),
+            opt(self.server_cpu_us_per_event, "µs"),
         ) + &if self.clock_ins_acked > 0 {
             format!(
-                "clock-ins          {} acked, the last {:.1} s after the start\n",
-                self.clock_ins_acked, self.last_clock_in_ack_s
+                "clock-ins          {} acked; sent until {:.1} s, last ack at {:.1} s ({:.1} s after the last sent); send→ack p50 {} p99 {}\n\
+                 positions meanwhile {} sent while clock-ins were unanswered: send→ack p99 {}\n",
+                self.clock_ins_acked,
+                self.last_clock_in_sent_s,
+                self.last_clock_in_ack_s,
+                self.last_clock_in_ack_s - self.last_clock_in_sent_s,
+                opt(self.clock_in_p50_ms, "ms"),
+                opt(self.clock_in_p99_ms, "ms"),
+                self.burst_positions,
+                opt(self.burst_position_p99_ms, "ms"),
             )
         } else {
             String::new()

@@ -307,7 +307,8 @@ mod tests {
                 (20250619104915, "add_performance_indexes"),
                 (20261126100000, "location_tracking_ingest_layout"),
                 (20261202100000, "panic_dispatch_and_change_feed"),
-                (20261203100000, "field_operations")
+                (20261203100000, "field_operations"),
+                (20261204100000, "phone_app_gateway")
             ]
         );
         assert!(ms.iter().all(|m| m.checksum.len() == 64));

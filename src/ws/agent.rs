@@ -202,7 +202,9 @@ impl AgentSocket {
         }
     }
 
-    /// Runs a database event; the session waits for its answer.
+    /// Runs a database event through the group commit. The session holds its later events
+    /// until the answer (order), but the socket goes on meanwhile: pings are answered,
+    /// position acks and dispatch frames are sent, frames are read and queued.
     fn run_event(
         &mut self,
         ev: crate::ingest::protocol::DeviceEvent,
@@ -211,16 +213,25 @@ impl AgentSocket {
         let ectx = self
             .session
             .event_ctx(self.state.pool.clone(), self.state.geofences.clone());
+        let events = self.state.events.clone();
         let work = async move {
-            let result = events::process(&ectx, &ev).await;
-            if let Err(events::Failure::Rejected(_)) = &result {
+            let seq = ev.seq;
+            let refused_clock = matches!(
+                ev.kind,
+                crate::ingest::protocol::EventKind::ClockIn { .. }
+                    | crate::ingest::protocol::EventKind::ClockOut { .. }
+            )
+            .then(|| (ectx.clone(), ev.clone()));
+            let result = events.run(ectx, ev).await;
+            if let (Err(events::Failure::Rejected(_)), Some((ectx, ev))) = (&result, refused_clock)
+            {
                 if let Err(e) = events::record_refused_clock(&ectx, &ev).await {
                     tracing::warn!(agent_id = %ectx.agent_id, error = %e, "refused clock attempt not recorded");
                 }
             }
-            (ev.seq, result)
+            (seq, result)
         };
-        ctx.wait(work.into_actor(self).map(|(seq, result), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(|(seq, result), act, ctx| {
             act.session.event_done(seq, result, &mut act.actions);
             act.apply(ctx);
             act.drain(ctx);

@@ -391,3 +391,98 @@ async fn patrol_scans_are_stored_with_their_validation() {
         "{published:?}"
     );
 }
+
+/// A shift change through the group commit (one lane in the tests' settings, so the clock-ins
+/// must share transactions): every good clock-in is acked with its attendance, each refused
+/// one gets its own error and fails none of its neighbours, the position each device sends
+/// right behind its clock-in is acked after it and filed under the shift, and all of it is
+/// stored exactly once.
+#[actix_web::test]
+async fn a_shift_change_commits_together_and_a_refused_clock_in_fails_no_neighbour() {
+    let app = crate::helpers::spawn_app().await;
+    let f = field(&app).await;
+    const GUARDS: usize = 12;
+    let mut guards = Vec::new();
+    for _ in 0..GUARDS {
+        let agent = crate::helpers::make_agent(&app, &f.admin, &["patrol"]).await;
+        let (_, token) = crate::device::device_token(&app, &f.admin, agent).await;
+        let shift = crate::device::shift_now(&app, &f.admin, f.site, agent).await;
+        let device = Device::connect(&app, &token).await;
+        guards.push((agent, shift, device));
+    }
+    // Guards 0 and 1 clock in outside the fence, guard 2 on guard 3's shift: refused. The
+    // others are good. All are sent before any answer is awaited.
+    let other_shift = guards[3].1;
+    for (i, (_, shift, d)) in guards.iter_mut().enumerate() {
+        let (at, shift) = match i {
+            0 | 1 => (OUTSIDE, *shift),
+            2 => (INSIDE, other_shift),
+            _ => (INSIDE, *shift),
+        };
+        let position = json!({"type": "position", "seq": 2, "ts": chrono::Utc::now(),
+                              "lat": INSIDE.0, "lon": INSIDE.1, "accuracy_m": 5});
+        d.send_text(
+            &json!([clock("clock_in", 1, shift, "GPS", at, json!({})), position]).to_string(),
+        )
+        .await;
+    }
+    for (i, (_, shift, d)) in guards.iter_mut().enumerate() {
+        match i {
+            0 | 1 => assert_eq!(d.error(Some(1)).await, "outside_geofence", "guard {i}"),
+            2 => assert_eq!(d.error(Some(1)).await, "not_your_shift", "guard {i}"),
+            _ => {
+                d.ack(1).await;
+                let a = attendance_frame(d, 1).await;
+                assert_eq!(a["status"], "CLOCKED_IN", "guard {i}");
+                assert_eq!(a["shift_id"], shift.to_string(), "guard {i}");
+            }
+        }
+        d.ack(2).await;
+    }
+    let db = app.db().await;
+    for (i, (agent, shift, _)) in guards.iter().enumerate() {
+        let open: i64 = db
+            .query_one(
+                "SELECT count(*) FROM attendance WHERE agent_id = $1 AND status = 'CLOCKED_IN'",
+                &[agent],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let rows = db
+            .query(
+                "SELECT seq, event_type, shift_id FROM location_tracking WHERE agent_id = $1 ORDER BY seq",
+                &[agent],
+            )
+            .await
+            .unwrap();
+        let rows: Vec<(i64, String, Option<Uuid>)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        if i < 3 {
+            assert_eq!(open, 0, "guard {i} was refused");
+            assert_eq!(rows, vec![(2, "position".to_owned(), None)], "guard {i}");
+        } else {
+            assert_eq!(open, 1, "guard {i}");
+            assert_eq!(
+                rows,
+                vec![
+                    (1, "clock_in".to_owned(), Some(*shift)),
+                    (2, "position".to_owned(), Some(*shift))
+                ],
+                "guard {i}"
+            );
+        }
+    }
+    // The clock-ins did share transactions: fewer batches than events.
+    let (batches, events) = app.state.events.counts();
+    assert_eq!(
+        events, GUARDS as u64,
+        "every clock-in went through the group commit"
+    );
+    assert!(
+        batches < events,
+        "{batches} batches for {events} events: nothing was grouped"
+    );
+}

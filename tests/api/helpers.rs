@@ -362,6 +362,9 @@ pub fn test_settings(db_url: &str) -> Settings {
     settings.server.shutdown_timeout_s = 1;
     settings.database.url = db_url.to_owned();
     settings.database.pool_size = 4;
+    // One group-commit lane (writer.connections 2 + 1 < 4): events of concurrent sessions
+    // share its transactions, so every test exercises the batching.
+    settings.writer.event_lanes = 1;
     settings.database.connect_timeout_s = 2;
     // Cheap hashing: tests create many users; the cost is a setting, not a behaviour.
     settings.auth.argon2_memory_kib = 1024;

@@ -13,6 +13,7 @@ mod dispatch;
 mod embedded;
 mod faults;
 mod field_ops;
+mod gateway;
 mod hardening;
 mod helpers;
 mod ingest;

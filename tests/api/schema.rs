@@ -159,8 +159,8 @@ async fn migrations_create_exactly_the_seed_schema() {
     let versions: Vec<i64> = migrate::embedded().iter().map(|m| m.version).collect();
     assert_eq!(
         versions.len(),
-        5,
-        "the seed's two migrations, the measured location_tracking layout, panic dispatches and the change feed, field operations"
+        6,
+        "the seed's two migrations, the measured location_tracking layout, panic dispatches and the change feed, field operations, the phone-app gateway's numbering"
     );
 
     // Migration 1 alone, then migration 2: the second creates at least 40 indexes,

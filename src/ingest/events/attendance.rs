@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{
@@ -74,13 +75,26 @@ pub(super) async fn clock_in(
     proof: &ClockProof,
 ) -> Result<(Outcome, Ledger), Failure> {
     let method = proof.method();
-    let shift = tx
-        .q_opt(
+    // Both reads in one round trip (a shift change is thousands of these at once).
+    let (by_shift, by_agent): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+        ([&shift_id], [&ctx.agent_id]);
+    let (shift, open) = tokio::try_join!(
+        tx.q_opt(
             "SELECT agent_id, site_id, start_time, end_time, status FROM shifts WHERE id = $1 AND deleted_at IS NULL",
-            &[&shift_id],
+            &by_shift,
+        ),
+        tx.q_opt(
+            "SELECT shift_id FROM attendance WHERE agent_id = $1 AND status IN ('CLOCKED_IN', 'ON_BREAK')",
+            &by_agent,
+        ),
+    )?;
+    let shift = shift.ok_or_else(|| {
+        reject(
+            ev,
+            RejectCode::NoSuchShift,
+            format!("no shift with id {shift_id}"),
         )
-        .await?
-        .ok_or_else(|| reject(ev, RejectCode::NoSuchShift, format!("no shift with id {shift_id}")))?;
+    })?;
     let (agent, site_id, start, end, status): (
         Option<Uuid>,
         Option<Uuid>,
@@ -131,9 +145,6 @@ pub(super) async fn clock_in(
             ),
         ));
     }
-    let open = tx
-        .q_opt("SELECT shift_id FROM attendance WHERE agent_id = $1 AND status IN ('CLOCKED_IN', 'ON_BREAK')", &[&ctx.agent_id])
-        .await?;
     if let Some(r) = open {
         let on: Uuid = r.col("shift_id")?;
         return Err(reject(
@@ -144,29 +155,42 @@ pub(super) async fn clock_in(
     }
     let proof = prove(tx, ctx, ev, site_id, proof).await?;
     let fix = ev.fix();
-    let attendance_id: Uuid = tx
-        .q_one(
-            "INSERT INTO attendance (shift_id, agent_id, status, clock_in_time, clock_in_method, clock_in_lat, clock_in_lon,
+    // The id is made here so that the attendance row and the shift's status travel in one
+    // round trip (the validation row, which references the attendance, follows them).
+    let attendance_id = Uuid::new_v4();
+    let (lat, lon, accuracy, seq) = (
+        fix.map(|f| f.lat),
+        fix.map(|f| f.lon),
+        fix.and_then(|f| f.accuracy_m),
+        ev.seq as i64,
+    );
+    let insert: [&(dyn ToSql + Sync); 12] = [
+        &shift_id,
+        &ctx.agent_id,
+        &ev.ts,
+        &method,
+        &lat,
+        &lon,
+        &accuracy,
+        &proof.qr_code_id,
+        &proof.verified,
+        &proof.needs_review,
+        &seq,
+        &attendance_id,
+    ];
+    let update: [&(dyn ToSql + Sync); 1] = [&shift_id];
+    tokio::try_join!(
+        tx.exec(
+            "INSERT INTO attendance (id, shift_id, agent_id, status, clock_in_time, clock_in_method, clock_in_lat, clock_in_lon,
                  clock_in_accuracy_m, qr_code_id, verified, needs_review, event_seqs)
-             VALUES ($1, $2, 'CLOCKED_IN', $3, $4, $5, $6, $7, $8, $9, $10, ARRAY[$11::bigint]) RETURNING id",
-            &[
-                &shift_id,
-                &ctx.agent_id,
-                &ev.ts,
-                &method,
-                &fix.map(|f| f.lat),
-                &fix.map(|f| f.lon),
-                &fix.and_then(|f| f.accuracy_m),
-                &proof.qr_code_id,
-                &proof.verified,
-                &proof.needs_review,
-                &(ev.seq as i64),
-            ],
-        )
-        .await?
-        .col("id")?;
-    tx.exec("UPDATE shifts SET status = 'IN_PROGRESS' WHERE id = $1 AND status IN ('SCHEDULED', 'CONFIRMED')", &[&shift_id])
-        .await?;
+             VALUES ($12, $1, $2, 'CLOCKED_IN', $3, $4, $5, $6, $7, $8, $9, $10, ARRAY[$11::bigint])",
+            &insert,
+        ),
+        tx.exec(
+            "UPDATE shifts SET status = 'IN_PROGRESS' WHERE id = $1 AND status IN ('SCHEDULED', 'CONFIRMED')",
+            &update,
+        ),
+    )?;
     if let Some(side) = proof.side {
         record_validation(
             tx,

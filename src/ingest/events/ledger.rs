@@ -50,7 +50,7 @@ pub(super) async fn insert_ledger(
 /// The answer to an event that is already stored: the ack, and for attendance events the
 /// attendance frame again.
 pub(super) async fn replay(
-    client: &deadpool_postgres::Object,
+    client: &impl CachedQuery,
     ctx: &EventCtx,
     ev: &DeviceEvent,
 ) -> Result<Outcome, Failure> {

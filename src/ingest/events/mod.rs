@@ -9,11 +9,13 @@
 //! - `proof`: a clock event's proof of presence (fence, QR, NFC) and its audit row;
 //! - `attendance`: clock-in, clock-out and breaks;
 //! - `scans`: patrol checkpoint scans;
+//! - `group`: the group commit: many agents' events in one transaction, each in its savepoint;
 //! - `alarms`: panics (placed and handed to the dispatcher), dispatch replies and lone-worker
 //!   check-in replies.
 
 mod alarms;
 mod attendance;
+mod group;
 mod ledger;
 mod proof;
 mod scans;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use uuid::Uuid;
 
+pub use group::{GroupCommit, MAX_BATCH};
 use ledger::{insert_ledger, replay};
 pub use proof::record_refused_clock;
 
@@ -81,6 +84,12 @@ pub enum StorageError {
     /// A position reached the event path (they go through the writer): a bug.
     #[error("positions go through the writer, not the event path")]
     Misrouted,
+    /// The group commit's transaction failed (no connection, a broken one, the commit).
+    #[error("the events' group commit failed: {0}")]
+    Group(String),
+    /// The group commit's lanes are gone: the daemon is stopping.
+    #[error("the daemon is stopping")]
+    Stopping,
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -121,7 +130,8 @@ pub(crate) async fn event_connection(
     pool.timeout_get(&timeouts).await
 }
 
-/// Processes one non-position event.
+/// Processes one non-position event in a transaction of its own (the group commit's
+/// fallback for an event that failed in its batch).
 pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failure> {
     // A busy pool (a shift change: thousands of clock-ins in a few seconds) is not an outage:
     // the event waits its turn longer than a REST request would, and the device's later
@@ -129,52 +139,79 @@ pub async fn process(ctx: &EventCtx, ev: &DeviceEvent) -> Result<Outcome, Failur
     let mut client = event_connection(&ctx.pool)
         .await
         .map_err(|e| Failure::Storage(StorageError::Db(e.into())))?;
-    let seq = ev.seq as i64;
-    let seen = client
-        .q_opt(
-            "SELECT 1 FROM location_tracking WHERE agent_id = $1 AND seq = $2",
-            &[&ctx.agent_id, &seq],
-        )
-        .await?;
-    if seen.is_some() {
-        return replay(&client, ctx, ev).await;
-    }
     let tx = client.transaction().await?;
-    let result = match &ev.kind {
-        EventKind::ClockIn { shift_id, proof } => {
-            attendance::clock_in(&tx, ctx, ev, *shift_id, proof).await
-        }
-        EventKind::ClockOut { shift_id, proof } => {
-            attendance::clock_out(&tx, ctx, ev, *shift_id, proof).await
-        }
-        EventKind::BreakStart | EventKind::BreakEnd => attendance::breaks(&tx, ctx, ev).await,
-        EventKind::QrScan { code } => scans::scan(&tx, ctx, ev, CheckpointType::QrCode, code).await,
-        EventKind::NfcScan { tag_uid } => {
-            scans::scan(&tx, ctx, ev, CheckpointType::NfcTag, tag_uid).await
-        }
-        EventKind::Panic { note } => alarms::panic_alarm(&tx, ctx, ev, note.as_deref()).await,
-        EventKind::DispatchReply {
-            emergency_id,
-            accept,
-        } => alarms::dispatch_reply(&tx, ctx, ev, *emergency_id, *accept).await,
-        EventKind::CheckInReply { check_id } => Ok(alarms::check_in_reply(ctx, ev, *check_id)),
-        EventKind::Position(_) => Err(Failure::Storage(StorageError::Misrouted)),
+    let ran = if already_stored(&tx, ctx, ev).await? {
+        Ran::AlreadyStored
+    } else {
+        apply(&tx, ctx, ev).await?
     };
-    match result {
-        Ok((outcome, ledger)) => {
-            let stored = insert_ledger(&tx, ctx, ev, ledger).await?;
-            if !stored {
-                // The same event, committed meanwhile by another connection of this agent.
-                drop(tx);
-                return replay(&client, ctx, ev).await;
-            }
+    match ran {
+        Ran::Stored(outcome) => {
             tx.commit().await?;
             Ok(outcome)
         }
-        Err(Failure::Rejected(r)) => {
+        Ran::AlreadyStored => {
             drop(tx);
-            Err(Failure::Rejected(r))
+            replay(&*client, ctx, ev).await
         }
-        Err(e) => Err(e),
+    }
+}
+
+/// What running an event in a transaction came to.
+pub(super) enum Ran {
+    /// Stored now: the caller commits, then answers with the outcome.
+    Stored(Outcome),
+    /// Stored before (a resend), or meanwhile by another connection of this agent: the caller
+    /// rolls back what this run wrote and answers with `replay`.
+    AlreadyStored,
+}
+
+/// Whether the event's ledger row exists (a resend of a stored event).
+pub(super) async fn already_stored(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ctx: &EventCtx,
+    ev: &DeviceEvent,
+) -> Result<bool, tokio_postgres::Error> {
+    let seen = tx
+        .q_opt(
+            "SELECT 1 FROM location_tracking WHERE agent_id = $1 AND seq = $2",
+            &[&ctx.agent_id, &(ev.seq as i64)],
+        )
+        .await?;
+    Ok(seen.is_some())
+}
+
+/// Applies one event not stored yet inside `tx` (a transaction, or a savepoint in one): its
+/// handler, then its ledger row. A refused event returns `Failure::Rejected` and the caller
+/// rolls back.
+pub(super) async fn apply(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ctx: &EventCtx,
+    ev: &DeviceEvent,
+) -> Result<Ran, Failure> {
+    let (outcome, ledger) = match &ev.kind {
+        EventKind::ClockIn { shift_id, proof } => {
+            attendance::clock_in(tx, ctx, ev, *shift_id, proof).await
+        }
+        EventKind::ClockOut { shift_id, proof } => {
+            attendance::clock_out(tx, ctx, ev, *shift_id, proof).await
+        }
+        EventKind::BreakStart | EventKind::BreakEnd => attendance::breaks(tx, ctx, ev).await,
+        EventKind::QrScan { code } => scans::scan(tx, ctx, ev, CheckpointType::QrCode, code).await,
+        EventKind::NfcScan { tag_uid } => {
+            scans::scan(tx, ctx, ev, CheckpointType::NfcTag, tag_uid).await
+        }
+        EventKind::Panic { note } => alarms::panic_alarm(tx, ctx, ev, note.as_deref()).await,
+        EventKind::DispatchReply {
+            emergency_id,
+            accept,
+        } => alarms::dispatch_reply(tx, ctx, ev, *emergency_id, *accept).await,
+        EventKind::CheckInReply { check_id } => Ok(alarms::check_in_reply(ctx, ev, *check_id)),
+        EventKind::Position(_) => Err(Failure::Storage(StorageError::Misrouted)),
+    }?;
+    if insert_ledger(tx, ctx, ev, ledger).await? {
+        Ok(Ran::Stored(outcome))
+    } else {
+        Ok(Ran::AlreadyStored)
     }
 }

@@ -6,8 +6,9 @@
 //! and messages.
 //!
 //! Order: a device's events are handled in the order sent. Positions become rows for the
-//! batching writer; any other event waits for the rows before it, then runs alone against
-//! the database (`ingest::events`), and the events after it wait for its answer.
+//! batching writer; any other event waits for the rows before it, then runs against the
+//! database (`ingest::events`, committed together with other agents' events), and the
+//! events after it wait for its answer (at most `MAX_WAITING_EVENTS` of them).
 
 use std::{collections::VecDeque, sync::Arc, time::Instant};
 
@@ -34,6 +35,10 @@ use crate::{
 
 /// The per-event checks' former home, kept for code written against it.
 pub use crate::ingest::checks::{check_event, trust, TokenBucket};
+
+/// Events a session holds while one of its database events runs (a device at 1 Hz waits
+/// with a handful; this bounds what a misbehaving one costs during a database outage).
+pub const MAX_WAITING_EVENTS: usize = 256;
 
 /// The shift an agent is clocked in on.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,6 +121,8 @@ pub struct AgentSession {
     watch: FenceWatch,
     /// Events waiting their turn behind a database event or writer capacity.
     queue: VecDeque<DeviceEvent>,
+    /// Queued positions never to be trusted, with the reason (see `receive_app`); short.
+    untrusted: Vec<(u64, &'static str)>,
     /// A database event is under way (its answer comes through `event_done`).
     running: bool,
     /// Waiting for writer capacity (`resume` ends it).
@@ -147,6 +154,7 @@ impl AgentSession {
             duty: None,
             watch: FenceWatch::default(),
             queue: VecDeque::new(),
+            untrusted: Vec::new(),
             running: false,
             paused: false,
             last_dispatch_update: None,
@@ -184,6 +192,49 @@ impl AgentSession {
     /// those accepted wait in the queue (see `step`), the others are refused.
     pub fn receive(&mut self, text: &str, now: DateTime<Utc>, at: Instant, out: &mut Vec<Action>) {
         for parsed in parse_frame(text) {
+            self.admit(parsed, now, at, out);
+        }
+    }
+
+    /// An event from a phone app (HTTP gateway), already parsed: the same checks and queue as
+    /// a WebSocket event. `untrusted` marks a position that is stored and shown but never
+    /// judged against fences (an app's own region transition), with the reason stored.
+    pub fn receive_app(
+        &mut self,
+        ev: DeviceEvent,
+        untrusted: Option<&'static str>,
+        now: DateTime<Utc>,
+        at: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(reason) = untrusted {
+            self.untrusted.push((ev.seq, reason));
+        }
+        self.admit(Ok(ev), now, at, out);
+    }
+
+    /// The agent's duty as the database has it now (the app gateway's sessions refresh it:
+    /// a clock-in made over the WebSocket applies to the app's positions).
+    pub fn refresh_duty(&mut self, duty: Option<Duty>, out: &mut Vec<Action>) {
+        if duty == self.duty {
+            return;
+        }
+        if duty.map(|d| (d.shift_id, d.site_id)) != self.duty.map(|d| (d.shift_id, d.site_id)) {
+            self.watch = FenceWatch::default();
+        }
+        self.duty = duty;
+        out.push(Action::Duty(duty));
+    }
+
+    /// One parsed (or refused) event: rate limit, checks, the waiting bound, then the queue.
+    fn admit(
+        &mut self,
+        parsed: Result<DeviceEvent, Rejection>,
+        now: DateTime<Utc>,
+        at: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        {
             metrics::counter!("ingest_events_received_total").increment(1);
             let checked = parsed.and_then(|ev| {
                 if !self.bucket.take(at) {
@@ -198,9 +249,26 @@ impl AgentSession {
                 }
                 check_event(&ev, now, &self.limits).map(|()| ev)
             });
+            let checked = checked.and_then(|ev| {
+                // The socket keeps reading while a database event runs (pings, acks and
+                // dispatches go on); what arrives meanwhile waits here, bounded.
+                if self.queue.len() >= MAX_WAITING_EVENTS {
+                    return Err(Rejection::new(
+                        Some(ev.seq),
+                        RejectCode::RateLimited,
+                        format!(
+                            "{MAX_WAITING_EVENTS} events already wait behind a database event; resend later"
+                        ),
+                    ));
+                }
+                Ok(ev)
+            });
             match checked {
                 Ok(ev) => self.queue.push_back(ev),
-                Err(r) => out.push(Action::Reject(r)),
+                Err(r) => {
+                    self.untrusted.retain(|(s, _)| Some(*s) != r.seq);
+                    out.push(Action::Reject(r))
+                }
             }
         }
     }
@@ -287,6 +355,7 @@ impl AgentSession {
                 )));
                 // Nothing after it may be acked before it: the device resends them all.
                 self.queue.clear();
+                self.untrusted.clear();
                 out.push(Action::Reconnect(
                     "storage unavailable; reconnect and resend unacked events",
                 ));
@@ -332,7 +401,15 @@ impl AgentSession {
         at: Instant,
         out: &mut Vec<Action>,
     ) -> PositionRow {
-        let trusted = trust(&fix, ts, self.last_fix.as_ref(), &self.limits);
+        let forced = self
+            .untrusted
+            .iter()
+            .position(|(s, _)| *s == seq)
+            .map(|i| self.untrusted.swap_remove(i).1);
+        let trusted = match forced {
+            Some(reason) => Err(reason),
+            None => trust(&fix, ts, self.last_fix.as_ref(), &self.limits),
+        };
         let site_id = fences
             .containing(fix.lat, fix.lon)
             .next()

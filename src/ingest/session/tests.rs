@@ -192,3 +192,43 @@ fn a_storage_failure_refuses_the_event_drops_the_queue_and_asks_for_a_reconnect(
         "the position behind it is dropped: the device resends it"
     );
 }
+
+#[test]
+fn events_waiting_behind_a_database_event_are_bounded() {
+    let (now, at) = (Utc::now(), Instant::now());
+    let mut s = session(at);
+    // No rate limit in the way: only the waiting bound.
+    let mut limits = (*s.limits).clone();
+    limits.rate_limit_per_s = 100_000;
+    limits.rate_limit_burst = 100_000;
+    s.limits = Arc::new(limits.clone());
+    s.bucket = TokenBucket::new(limits.rate_limit_per_s, limits.rate_limit_burst, at);
+    let fences = fences(Uuid::now_v7());
+    let mut out = Vec::new();
+    s.receive(
+        &json!({"type": "break_start", "seq": 1, "ts": now.to_rfc3339()}).to_string(),
+        now,
+        at,
+        &mut out,
+    );
+    let Step::Run(_) = s.step(&fences, at, &mut out) else {
+        panic!("the break runs")
+    };
+    let n = MAX_WAITING_EVENTS as u64 + 2;
+    for seq in 2..2 + n {
+        s.receive(&position(seq, now, 6.0), now, at, &mut out);
+    }
+    let refused: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Reject(r) if r.code == RejectCode::RateLimited => r.seq,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, [n, n + 1], "the two beyond the bound");
+    s.event_done(1, Ok(Outcome::default()), &mut out);
+    let Step::Store(rows) = s.step(&fences, at, &mut out) else {
+        panic!("the waiting positions go on")
+    };
+    assert_eq!(rows.len(), MAX_WAITING_EVENTS);
+}
