@@ -17,9 +17,11 @@ use bahinlink::{
     },
 };
 use chrono::{Duration, Utc};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use serde_json::json;
 use uuid::Uuid;
+
+mod harness;
 
 /// A small deterministic generator.
 struct Rng(u64);
@@ -36,14 +38,14 @@ impl Rng {
     }
 }
 
-/// `n` sites spread over a 10° × 10° box (West Africa): half polygons of 8–64 vertices
-/// (50–400 m across), half circles (30–300 m).
-fn sites(n: usize) -> FenceSnapshot {
+/// `n` sites' GeoJSON fences spread over a 10° × 10° box (West Africa): half polygons of
+/// 8–64 vertices (50–400 m across), half circles (30–300 m).
+fn site_shapes(n: usize) -> Vec<serde_json::Value> {
     let mut rng = Rng(7);
-    let fences = (0..n)
+    (0..n)
         .map(|i| {
             let (lat, lon) = (4.0 + rng.unit() * 10.0, -4.0 + rng.unit() * 10.0);
-            let geojson = if i % 2 == 0 {
+            if i % 2 == 0 {
                 let vertices = 8 + (rng.next() % 57) as usize;
                 let r = (25.0 + rng.unit() * 175.0) / 111_320.0;
                 let mut ring: Vec<serde_json::Value> = (0..vertices)
@@ -57,40 +59,164 @@ fn sites(n: usize) -> FenceSnapshot {
                 json!({"type": "Polygon", "coordinates": [ring]})
             } else {
                 json!({"type": "Circle", "center": [lon, lat], "radius_m": 30.0 + rng.unit() * 270.0})
-            };
+            }
+        })
+        .collect()
+}
+
+/// The R-tree of `n` sites (`site_shapes`).
+fn sites(n: usize) -> FenceSnapshot {
+    let fences = site_shapes(n)
+        .iter()
+        .enumerate()
+        .map(|(i, geojson)| {
             Arc::new(SiteFence {
                 site_id: Uuid::from_u128(i as u128),
                 client_id: Uuid::nil(),
                 version: 1,
-                shape: GeofenceSpec::parse(&geojson).expect("valid generated fence").shape,
+                shape: GeofenceSpec::parse(geojson)
+                    .expect("valid generated fence")
+                    .shape,
             })
         })
         .collect();
     FenceSnapshot::build(fences)
 }
 
+/// 4,096 query points: half near a site (likely inside one), half anywhere.
+fn lookup_points(n: usize, snap: &FenceSnapshot) -> Vec<(f64, f64)> {
+    let mut rng = Rng(11);
+    (0..4096)
+        .map(|i| {
+            if i % 2 == 0 {
+                let f = snap
+                    .site(Uuid::from_u128((rng.next() % n as u64) as u128))
+                    .unwrap();
+                let (lat, lon) = f.centre();
+                (
+                    lat + (rng.unit() - 0.5) * 0.002,
+                    lon + (rng.unit() - 0.5) * 0.002,
+                )
+            } else {
+                (4.0 + rng.unit() * 10.0, -4.0 + rng.unit() * 10.0)
+            }
+        })
+        .collect()
+}
+
+/// The peer of the R-tree lookup (issue 15): PostGIS's `ST_Contains` over the same 10,000
+/// fences and points, in a throwaway PostgreSQL, when PostGIS is installed (Debian's
+/// `postgresql-15-postgis-3`). Printed before criterion's figures.
+fn postgis_peer() {
+    let installed = std::fs::read_dir("/usr/share/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|v| v.path().join("extension/postgis.control").exists());
+    if !installed {
+        println!("postgis_peer: PostGIS is not installed (postgresql-15-postgis-3): no ST_Contains figure");
+        return;
+    }
+    const N: usize = 10_000;
+    let snap = sites(N);
+    let points = lookup_points(N, &snap);
+    let rtree_inside = points
+        .iter()
+        .filter(|(lat, lon)| snap.containing(*lat, *lon).next().is_some())
+        .count();
+    let cluster = harness::Cluster::start("micro");
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        cluster.pg.ensure_database("bahinlink").await.expect("create database");
+        let (db, conn) = tokio_postgres::connect(&cluster.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        actix_rt::spawn(conn);
+        db.batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS postgis;
+             CREATE TABLE fences (id int PRIMARY KEY, g geometry(Geometry, 4326) NOT NULL);",
+        )
+        .await
+        .expect("PostGIS extension");
+        let (mut poly_ids, mut polys, mut circle_ids, mut lons, mut lats, mut radii) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (i, shape) in site_shapes(N).into_iter().enumerate() {
+            if shape["type"] == "Polygon" {
+                poly_ids.push(i as i32);
+                polys.push(shape.to_string());
+            } else {
+                circle_ids.push(i as i32);
+                lons.push(shape["center"][0].as_f64().unwrap());
+                lats.push(shape["center"][1].as_f64().unwrap());
+                radii.push(shape["radius_m"].as_f64().unwrap());
+            }
+        }
+        db.execute(
+            "INSERT INTO fences SELECT id, ST_SetSRID(ST_GeomFromGeoJSON(j), 4326)
+             FROM unnest($1::int[], $2::text[]) AS x(id, j)",
+            &[&poly_ids, &polys],
+        )
+        .await
+        .expect("polygons");
+        // Circles as PostGIS stores them: a buffer on the spheroid, 32 segments a quarter.
+        db.execute(
+            "INSERT INTO fences SELECT id, ST_Buffer(ST_SetSRID(ST_MakePoint(lon, lat), 4326)::geography, r, 32)::geometry
+             FROM unnest($1::int[], $2::float8[], $3::float8[], $4::float8[]) AS x(id, lon, lat, r)",
+            &[&circle_ids, &lons, &lats, &radii],
+        )
+        .await
+        .expect("circles");
+        db.batch_execute("CREATE INDEX ON fences USING gist (g); ANALYZE fences;")
+            .await
+            .expect("index");
+        let (plat, plon): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+        // Inside the database: one statement over every point (no round trips).
+        let mut best = f64::MAX;
+        let mut inside = 0i64;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            inside = db
+                .query_one(
+                    "SELECT count(f.id) FROM unnest($1::float8[], $2::float8[]) AS p(lat, lon)
+                     LEFT JOIN LATERAL (SELECT id FROM fences
+                         WHERE ST_Contains(g, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)) LIMIT 1) f ON true",
+                    &[&plat, &plon],
+                )
+                .await
+                .expect("ST_Contains")
+                .get(0);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        // As a client would ask it: one query per fix over the Unix socket.
+        let one = db
+            .prepare(
+                "SELECT id FROM fences WHERE ST_Contains(g, ST_SetSRID(ST_MakePoint($2, $1), 4326)) LIMIT 1",
+            )
+            .await
+            .expect("prepare");
+        let t = std::time::Instant::now();
+        for (lat, lon) in &points {
+            black_box(db.query_opt(&one, &[lat, lon]).await.expect("lookup"));
+        }
+        let per_query = t.elapsed().as_secs_f64();
+        println!(
+            "postgis_peer/10000     ST_Contains (GiST), same fences and 4,096 points: {:.2} µs per point inside PostgreSQL \
+             (one statement), {:.1} µs per point as one query each; {} of 4,096 inside a fence (the R-tree: {}); \
+             compare geofence_lookup/10000 below (in memory)",
+            best * 1e6 / points.len() as f64,
+            per_query * 1e6 / points.len() as f64,
+            inside,
+            rtree_inside
+        );
+    });
+    cluster.finish();
+}
+
 fn geofence_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("geofence_lookup");
     for n in [100usize, 10_000, 100_000] {
         let snap = sites(n);
-        let mut rng = Rng(11);
-        // Half the points near a site (likely inside one), half anywhere.
-        let points: Vec<(f64, f64)> = (0..4096)
-            .map(|i| {
-                if i % 2 == 0 {
-                    let f = snap
-                        .site(Uuid::from_u128((rng.next() % n as u64) as u128))
-                        .unwrap();
-                    let (lat, lon) = f.centre();
-                    (
-                        lat + (rng.unit() - 0.5) * 0.002,
-                        lon + (rng.unit() - 0.5) * 0.002,
-                    )
-                } else {
-                    (4.0 + rng.unit() * 10.0, -4.0 + rng.unit() * 10.0)
-                }
-            })
-            .collect();
+        let points = lookup_points(n, &snap);
         group.throughput(Throughput::Elements(1));
         group.bench_with_input(BenchmarkId::from_parameter(n), &points, |b, points| {
             let mut i = 0;
@@ -234,4 +360,13 @@ criterion_group!(
     nearest_agent,
     auto_fill
 );
-criterion_main!(benches);
+
+fn main() {
+    // `cargo test --benches` runs this binary without --bench: nothing but criterion's quick
+    // check then.
+    if harness::asked_for() {
+        postgis_peer();
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
