@@ -49,6 +49,8 @@ pub struct AgentSocket {
     fragments: Option<Vec<u8>>,
     /// The session's actions, reused from call to call.
     actions: Vec<Action>,
+    /// A timer will tell the dispatcher the position the coalescing held back.
+    flush_scheduled: bool,
     /// This connection's place under `limits.max_websockets*`, freed with the actor.
     _slot: WsSlot,
 }
@@ -78,6 +80,7 @@ impl AgentSocket {
             outflow,
             fragments: None,
             actions: Vec::new(),
+            flush_scheduled: false,
             _slot: slot,
         }
     }
@@ -154,6 +157,25 @@ impl AgentSocket {
         self.drain(ctx);
     }
 
+    /// The dispatcher is told an agent's position at most every `position_update_ms`; a fix
+    /// held back by that is sent when due, by a timer set only then (10,000 sessions each
+    /// ticking every second cost the server more than the positions did).
+    fn schedule_flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.flush_scheduled {
+            return;
+        }
+        if let Some(wait) = self.session.flush_due_in(Instant::now()) {
+            self.flush_scheduled = true;
+            ctx.run_later(wait, |act, ctx| {
+                act.flush_scheduled = false;
+                if let Some(action) = act.session.flush_position(Instant::now()) {
+                    act.actions.push(action);
+                    act.apply(ctx);
+                }
+            });
+        }
+    }
+
     /// Runs the session's queue: rows to the writer, database events one at a time.
     fn drain(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         loop {
@@ -169,6 +191,7 @@ impl AgentSocket {
                 Step::Run(ev) => self.run_event(ev, ctx),
             }
         }
+        self.schedule_flush(ctx);
     }
 
     /// Hands rows to the writer, or (no capacity) pauses the session until there is.
@@ -248,14 +271,6 @@ impl Actor for AgentSocket {
             device_id: self.device_id,
             conn_id: self.conn_id,
             addr: ctx.address().recipient(),
-        });
-        let every =
-            std::time::Duration::from_millis(self.state.settings.dispatch.position_update_ms);
-        ctx.run_interval(every, |act, ctx| {
-            if let Some(action) = act.session.flush_position(Instant::now()) {
-                act.actions.push(action);
-                act.apply(ctx);
-            }
         });
         let heartbeat = std::time::Duration::from_secs(self.session.limits().heartbeat_s);
         ctx.run_interval(heartbeat, move |act, ctx| {

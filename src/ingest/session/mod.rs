@@ -379,6 +379,16 @@ impl AgentSession {
         out.push(Action::Duty(self.duty));
     }
 
+    /// How long until the fix held back by the coalescing is due for the dispatcher (None:
+    /// nothing held back). The transport sets a timer for it.
+    pub fn flush_due_in(&self, at: Instant) -> Option<std::time::Duration> {
+        self.dispatch_pending?;
+        let since = self
+            .last_dispatch_update
+            .map_or(self.dispatch_every, |t| at.saturating_duration_since(t));
+        Some(self.dispatch_every.saturating_sub(since))
+    }
+
     /// The newest trusted fix the dispatcher has not been told, if any (called on a timer,
     /// so the last fix of a burst is not held back).
     pub fn flush_position(&mut self, at: Instant) -> Option<Action> {

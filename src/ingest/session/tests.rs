@@ -232,3 +232,34 @@ fn events_waiting_behind_a_database_event_are_bounded() {
     };
     assert_eq!(rows.len(), MAX_WAITING_EVENTS);
 }
+
+#[test]
+fn a_position_held_back_for_the_dispatcher_is_due_when_the_interval_ends() {
+    let (now, at) = (Utc::now(), Instant::now());
+    let mut s = session(at);
+    let fences = fences(Uuid::now_v7());
+    let mut out = Vec::new();
+    assert_eq!(s.flush_due_in(at), None, "nothing held back");
+    s.receive(&position(1, now, 6.0), now, at, &mut out);
+    let _ = s.step(&fences, at, &mut out);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Position { .. })),
+        "the first goes at once"
+    );
+    assert_eq!(s.flush_due_in(at), None);
+    let later = at + std::time::Duration::from_millis(100);
+    s.receive(
+        &position(2, now + Duration::milliseconds(100), 6.0),
+        now,
+        later,
+        &mut out,
+    );
+    let _ = s.step(&fences, later, &mut out);
+    // The session's dispatcher interval is 500 ms: due 400 ms after the second fix.
+    assert_eq!(
+        s.flush_due_in(later),
+        Some(std::time::Duration::from_millis(400))
+    );
+    assert!(s.flush_position(later).is_some());
+    assert_eq!(s.flush_due_in(later), None);
+}
