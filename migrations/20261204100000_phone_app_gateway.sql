@@ -5,5 +5,8 @@
 -- that also speaks the WebSocket never collides with itself. Only positions and panics
 -- (an app's SOS) come from the apps.
 ALTER TABLE location_tracking DROP CONSTRAINT location_tracking_seq_check;
+-- Checking the new constraint reads every existing row while the table is locked (the
+-- migration is one transaction): seconds per ten million rows (docs/operations.md,
+-- "Migrations").
 ALTER TABLE location_tracking ADD CONSTRAINT location_tracking_seq_check
     CHECK (seq >= 0 OR event_type IN ('position', 'panic'));

@@ -1,8 +1,9 @@
 //! The gateway's routes: `GET|POST /osmand` and `POST /owntracks`.
 //!
 //! Answers are what the apps understand: 200 once the fix is committed (OsmAnd: empty body;
-//! OwnTracks: `[]`), 400 with the reason in plain text for a request that cannot be read or a
-//! fix the checks refuse, 401 for an unknown, revoked or expired token (nothing else said),
+//! OwnTracks: `[]`), or once a fix the checks refuse is dropped (reason in
+//! `X-BahinLink-Refused`: resending it could never succeed), 400 with the reason in plain text
+//! for a request that cannot be read, 401 for an unknown, revoked or expired token (nothing else said),
 //! 429 over the agent's event rate, 503 when the database cannot take it now (the apps
 //! retry, and a retried fix is stored once).
 
@@ -109,9 +110,10 @@ async fn osmand_report(
         osmand::parse_params(&pairs, now)
     };
     let request = parsed.map_err(GatewayError::BadRequest)?;
-    deliver(
+    let refused = deliver(
         &state,
         &gateway,
+        &req,
         &request.token,
         &request.report,
         None,
@@ -119,7 +121,7 @@ async fn osmand_report(
         false,
     )
     .await?;
-    Ok(HttpResponse::Ok().finish())
+    Ok(accepted(refused, false))
 }
 
 /// `POST /owntracks`: one OwnTracks message; the device token is the HTTP Basic password, or
@@ -132,9 +134,20 @@ async fn owntracks_report(
 ) -> Result<HttpResponse, GatewayError> {
     let token = owntracks_token(&req).ok_or(GatewayError::Unauthorized { basic: true })?;
     let message = owntracks::parse(&body).map_err(GatewayError::BadRequest)?;
+    let mut refused = None;
     match message {
         owntracks::OwnTracksMessage::Location(report) => {
-            deliver(&state, &gateway, &token, &report, None, "owntracks", true).await?;
+            refused = deliver(
+                &state,
+                &gateway,
+                &req,
+                &token,
+                &report,
+                None,
+                "owntracks",
+                true,
+            )
+            .await?;
         }
         owntracks::OwnTracksMessage::Transition {
             report,
@@ -143,9 +156,10 @@ async fn owntracks_report(
         } => {
             // Stored with its fix and shown, never judged against the site's fence.
             tracing::info!(event = %event, region = region.as_deref().unwrap_or(""), "owntracks region transition");
-            deliver(
+            refused = deliver(
                 &state,
                 &gateway,
+                &req,
                 &token,
                 &report,
                 Some("app_region"),
@@ -155,19 +169,16 @@ async fn owntracks_report(
             .await?;
         }
         owntracks::OwnTracksMessage::Lwt => {
-            // The phone's app went away: the offline rule of the safety watch notices the
-            // silence; identify the device so that a bad token still gets 401.
-            identify(&state, &gateway, &token, true).await?;
+            // The phone's app went away (logged; a bad token still gets 401).
+            identify(&state, &gateway, &req, &token, true).await?;
             tracing::info!("owntracks last will: the app went offline");
         }
         owntracks::OwnTracksMessage::Ignored(kind) => {
-            identify(&state, &gateway, &token, true).await?;
+            identify(&state, &gateway, &req, &token, true).await?;
             tracing::debug!(kind = %kind, "owntracks message ignored");
         }
     }
-    Ok(HttpResponse::Ok()
-        .content_type("application/json")
-        .body("[]"))
+    Ok(accepted(refused, true))
 }
 
 /// The token of an OwnTracks request.
@@ -234,10 +245,13 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, GatewayError> {
         .map_err(|e| GatewayError::BadRequest(format!("the parameters cannot be read: {e}")))
 }
 
-/// The device of a token, or 401 / 503.
+/// The device of a token, or 401 / 503. (No per-address limit: behind a reverse proxy or a
+/// carrier's NAT every phone has the same address; a token not verified in the last minute
+/// costs one indexed lookup, as a WebSocket connection's does.)
 async fn identify(
     state: &AppState,
     gateway: &Gateway,
+    _req: &HttpRequest,
     token: &str,
     basic: bool,
 ) -> Result<crate::auth::device::DeviceIdentity, GatewayError> {
@@ -254,22 +268,24 @@ async fn identify(
         })
 }
 
-/// Identifies the device and hands the report to its agent; returns once it is committed.
+/// Identifies the device and hands the report to its agent; returns once it is committed
+/// (`None`), or refused by the checks and dropped (`Some(reason)`).
 async fn deliver(
     state: &web::Data<AppState>,
     gateway: &Gateway,
+    req: &HttpRequest,
     token: &str,
     report: &AppReport,
     untrusted: Option<&'static str>,
     source: &'static str,
     basic: bool,
-) -> Result<(), GatewayError> {
-    let device = identify(state, gateway, token, basic).await?;
+) -> Result<Option<String>, GatewayError> {
+    let device = identify(state, gateway, req, token, basic).await?;
     let agent = gateway.agents.get(state, device.agent_id, device.device_id);
     let (reply, answer) = oneshot::channel();
     let sent = agent
         .send(Report {
-            event: report.event(),
+            event: report.event(untrusted.is_some()),
             untrusted,
             source,
             reply,
@@ -286,11 +302,42 @@ async fn deliver(
             return Err(GatewayError::Unavailable("not stored yet; retry".into()))
         }
     };
-    answer.map_err(|r| match r.code {
-        RejectCode::RateLimited => GatewayError::TooManyRequests(r.message),
-        RejectCode::StorageUnavailable => GatewayError::Unavailable(r.message),
-        code => GatewayError::BadRequest(format!("{}: {}", code.as_str(), r.message)),
-    })
+    match answer {
+        Ok(()) => Ok(None),
+        Err(r) => match r.code {
+            RejectCode::RateLimited => Err(GatewayError::TooManyRequests(r.message)),
+            RejectCode::StorageUnavailable => Err(GatewayError::Unavailable(r.message)),
+            // A fix the checks refuse (too old, from the future, impossible coordinates) is
+            // never going to pass: an error status would make the app resend it forever, and
+            // its offline buffer would hold every later fix behind it. It is dropped,
+            // answered 200 with the reason in a header, counted and logged.
+            code => {
+                tracing::info!(agent_id = %device.agent_id, code = code.as_str(), reason = %r.message, "app fix refused and dropped");
+                Ok(Some(format!("{}: {}", code.as_str(), r.message)))
+            }
+        },
+    }
+}
+
+/// The header saying why a report answered 200 was dropped.
+const REFUSED_HEADER: &str = "x-bahinlink-refused";
+
+/// 200 with `body`, and the reason a refused fix was dropped, if it was.
+fn accepted(refused: Option<String>, json: bool) -> HttpResponse {
+    let mut res = HttpResponse::Ok();
+    if let Some(reason) = refused {
+        // Header values are visible ASCII: the reasons are.
+        let value: String = reason
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .collect();
+        res.insert_header((REFUSED_HEADER, value));
+    }
+    if json {
+        res.content_type("application/json").body("[]")
+    } else {
+        res.finish()
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! range the WebSocket protocol cannot use (`seq` there is 0 … 2^63−1; here 2^63 + the fix's
 //! Unix milliseconds, a negative `bigint` in the ledger), so an app's retries and offline
 //! replays of one fix are stored once, and a device that also speaks the WebSocket (for
-//! clock-ins) never collides with itself.
+//! clock-ins) never collides with itself. A panic (SOS) and a region transition taken at the
+//! same millisecond as a position are other events: each kind has its own sub-range
+//! (`AppEvent`), so neither is mistaken for a replay of the position.
 
 use chrono::{DateTime, Utc};
 
@@ -35,9 +37,32 @@ pub struct AppReport {
     pub sos: bool,
 }
 
-/// The sequence number of a report taken at `ts` (see the module's comment).
-pub fn app_seq(ts: DateTime<Utc>) -> u64 {
-    APP_SEQ_BASE | (ts.timestamp_millis().max(0) as u64 & (APP_SEQ_BASE - 1))
+/// What an app's report is stored as; each has its own range of sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEvent {
+    /// A fix.
+    Position,
+    /// An app's own region transition (stored as an untrusted position).
+    Transition,
+    /// An SOS: a panic at the fix.
+    Panic,
+}
+
+impl AppEvent {
+    /// The sub-range's offset: fix times in milliseconds stay below 2^61 (73 million years).
+    fn offset(self) -> u64 {
+        match self {
+            AppEvent::Position => 0,
+            AppEvent::Transition => 1 << 61,
+            AppEvent::Panic => 1 << 62,
+        }
+    }
+}
+
+/// The sequence number of a report of `kind` taken at `ts` (see the module's comment).
+pub fn app_seq(ts: DateTime<Utc>, kind: AppEvent) -> u64 {
+    let ms = ts.timestamp_millis().max(0) as u64 & ((1 << 61) - 1);
+    APP_SEQ_BASE | kind.offset() | ms
 }
 
 impl AppReport {
@@ -55,10 +80,15 @@ impl AppReport {
         }
     }
 
-    /// The device event of this report: a position, or a panic placed at the fix. An SOS
-    /// takes the position's number: one fix is one event.
-    pub fn event(&self) -> DeviceEvent {
+    /// The device event of this report: a position (an app's region transition when
+    /// `transition`), or a panic placed at the fix.
+    pub fn event(&self, transition: bool) -> DeviceEvent {
         let fix = self.fix();
+        let lane = match (self.sos, transition) {
+            (true, _) => AppEvent::Panic,
+            (false, true) => AppEvent::Transition,
+            (false, false) => AppEvent::Position,
+        };
         let (kind, with) = if self.sos {
             (
                 EventKind::Panic {
@@ -70,7 +100,7 @@ impl AppReport {
             (EventKind::Position(fix), None)
         };
         DeviceEvent {
-            seq: app_seq(self.ts),
+            seq: app_seq(self.ts, lane),
             ts: self.ts,
             kind,
             fix: with,
@@ -143,10 +173,20 @@ mod tests {
     fn app_numbers_are_apart_from_websocket_numbers_and_follow_the_fix_time() {
         let a = parse_time("1796205600000").unwrap();
         let b = parse_time("1796205600001").unwrap();
-        assert!(app_seq(a) >= APP_SEQ_BASE);
-        assert!(app_seq(a) < app_seq(b));
+        let p = AppEvent::Position;
+        assert!(app_seq(a, p) >= APP_SEQ_BASE);
+        assert!(app_seq(a, p) < app_seq(b, p));
         // In the ledger's bigint the apps' numbers are negative: never a WebSocket seq.
-        assert!((app_seq(a) as i64) < 0);
-        assert_eq!(app_seq(a), app_seq(a), "a replay is the same event");
+        for kind in [AppEvent::Position, AppEvent::Transition, AppEvent::Panic] {
+            assert!((app_seq(a, kind) as i64) < 0);
+        }
+        assert_eq!(app_seq(a, p), app_seq(a, p), "a replay is the same event");
+        // An SOS or a transition at the same millisecond as a position is another event.
+        assert_ne!(app_seq(a, p), app_seq(a, AppEvent::Panic));
+        assert_ne!(app_seq(a, p), app_seq(a, AppEvent::Transition));
+        assert_ne!(
+            app_seq(a, AppEvent::Transition),
+            app_seq(a, AppEvent::Panic)
+        );
     }
 }

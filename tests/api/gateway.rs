@@ -59,7 +59,7 @@ async fn app_rows(
         .await
         .query(
             "SELECT seq, event_type, shift_id, lat, speed_mps, battery_pct, is_trusted, untrusted_reason
-             FROM location_tracking WHERE agent_id = $1 AND seq < 0 ORDER BY \"timestamp\"",
+             FROM location_tracking WHERE agent_id = $1 AND seq < 0 ORDER BY \"timestamp\", seq",
             &[&agent],
         )
         .await
@@ -179,13 +179,11 @@ async fn osmand_query_form_and_json_are_stored_once_under_the_shift_and_move_the
     let d = Device::connect(&app, &f.token).await;
     assert_eq!(d.hello["last_seq"], 1, "{}", d.hello);
 
-    // An SOS from the app is a panic at its fix.
+    // An SOS from the app is a panic at its fix, even one sent with the time of a fix already
+    // stored (apps attach their last fix to the alarm): not taken for a replay of it.
     let sos = format!(
-        "/osmand?id={}&timestamp={}&lat={}&lon={}&alarm=sos",
-        f.token,
-        unix(5),
-        INSIDE.0,
-        INSIDE.1
+        "/osmand?id={}&timestamp={t1}&lat={}&lon={}&alarm=sos",
+        f.token, INSIDE.0, INSIDE.1
     );
     let (s, body, _) = request(&app, "GET", &sos, &[], None).await;
     assert_eq!(s, 200, "sos: {body}");
@@ -222,21 +220,6 @@ async fn osmand_bad_requests_get_the_reason_and_unknown_tokens_nothing() {
             400,
             "`timestamp`",
         ),
-        // Older than ingest.max_age_s: refused by the same checks as a WebSocket event.
-        (
-            format!(
-                "/osmand?id={}&lat=6&lon=1&timestamp={}",
-                f.token,
-                unix(8 * 86_400)
-            ),
-            400,
-            "invalid_timestamp",
-        ),
-        (
-            format!("/osmand?id={}&lat=91&lon=1", f.token),
-            400,
-            "invalid_coordinates",
-        ),
         (
             format!("/osmand?id=blk_dev_{}&lat=6&lon=1", "0".repeat(64)),
             401,
@@ -247,6 +230,44 @@ async fn osmand_bad_requests_get_the_reason_and_unknown_tokens_nothing() {
         assert_eq!(s, status, "{query}: {body}");
         assert!(body.contains(want), "{query}: {body}");
     }
+    // A fix the checks refuse (older than ingest.max_age_s, impossible coordinates) can never
+    // pass: it is dropped with 200, so that the app's buffer does not hold every later fix
+    // behind it, and the reason is in a header. Nothing is stored.
+    for (query, want) in [
+        (
+            format!(
+                "/osmand?id={}&lat=6&lon=1&timestamp={}",
+                f.token,
+                unix(8 * 86_400)
+            ),
+            "invalid_timestamp",
+        ),
+        (
+            format!("/osmand?id={}&lat=91&lon=1", f.token),
+            "invalid_coordinates",
+        ),
+    ] {
+        let mut res = app
+            .http
+            .get(format!("{}{query}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "{query}");
+        let reason = res
+            .headers()
+            .get("x-bahinlink-refused")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            reason.as_deref().is_some_and(|r| r.starts_with(want)),
+            "{query}: {reason:?}"
+        );
+        let _ = res.body().await;
+    }
+    assert!(
+        app_rows(&app, f.agent).await.is_empty(),
+        "refused fixes are not stored"
+    );
     let (s, body, _) = request(
         &app,
         "POST",
@@ -296,6 +317,8 @@ async fn owntracks_location_transition_and_lwt_with_basic_auth_or_headers() {
                "cog": 180, "alt": 40, "batt": 64, "tid": "KM", "t": "u"})
         .to_string()
     };
+    // The transition below has the second location's time (OwnTracks sends both): two events.
+    let t_second = unix(15);
     let json_ct = ("content-type", "application/json");
     let (s, body, _) = request(
         &app,
@@ -311,12 +334,12 @@ async fn owntracks_location_transition_and_lwt_with_basic_auth_or_headers() {
         "POST",
         "/owntracks",
         &[("x-limit-u", "kofi"), ("x-limit-d", &f.token), json_ct],
-        Some(&location(unix(15), INSIDE.0 + 0.0001)),
+        Some(&location(t_second, INSIDE.0 + 0.0001)),
     )
     .await;
     assert_eq!((s, body.as_str()), (200, "[]"), "headers");
     let transition = json!({"_type": "transition", "event": "leave", "desc": "Gate", "lat": INSIDE.0,
-                            "lon": INSIDE.1, "tst": unix(10), "wtst": unix(1000), "acc": 9, "t": "c"});
+                            "lon": INSIDE.1, "tst": t_second, "wtst": unix(1000), "acc": 9, "t": "c"});
     let (s, body, _) = request(
         &app,
         "POST",

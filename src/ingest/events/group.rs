@@ -162,15 +162,21 @@ async fn run_batch(pool: &Pool, jobs: &mut Vec<Job>) {
                 .collect()
         }
     };
+    // The batch's answers first (the session may have closed meanwhile: the event stands,
+    // its answer is dropped), then the events to run again alone, so that none of the
+    // others waits behind them.
+    let mut retries = Vec::new();
     for (job, pending) in jobs.drain(..).zip(results) {
-        let result = match pending {
-            Pending::Ran(result) => result,
-            Pending::Retry => {
-                metrics::counter!("ingest_event_retried_alone_total").increment(1);
-                super::process(&job.ctx, &job.ev).await
+        match pending {
+            Pending::Ran(result) => {
+                let _ = job.reply.send(result);
             }
-        };
-        // The session may have closed meanwhile: the event stands, its answer is dropped.
+            Pending::Retry => retries.push(job),
+        }
+    }
+    for job in retries {
+        metrics::counter!("ingest_event_retried_alone_total").increment(1);
+        let result = super::process(&job.ctx, &job.ev).await;
         let _ = job.reply.send(result);
     }
 }
@@ -208,7 +214,15 @@ async fn batch_transaction(pool: &Pool, jobs: &[Job]) -> Result<Vec<Pending>, Db
                 // Stored before (a resend), or meanwhile by another connection of the agent:
                 // nothing of this run is kept, the stored answer is given again.
                 tx.batch_execute("ROLLBACK TO SAVEPOINT ev").await?;
-                results.push(Pending::Ran(replay(&tx, &job.ctx, &job.ev).await));
+                match replay(&tx, &job.ctx, &job.ev).await {
+                    Ok(outcome) => results.push(Pending::Ran(Ok(outcome))),
+                    Err(_) => {
+                        // A failed statement aborts the savepoint: undo it before the next
+                        // event, and answer this one alone after the batch.
+                        tx.batch_execute("ROLLBACK TO SAVEPOINT ev").await?;
+                        results.push(Pending::Retry);
+                    }
+                }
             }
             Err(Failure::Rejected(r)) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT ev").await?;
@@ -220,6 +234,12 @@ async fn batch_transaction(pool: &Pool, jobs: &[Job]) -> Result<Vec<Pending>, Db
                 results.push(Pending::Retry);
             }
         }
+    }
+    // PostgreSQL answers COMMIT of an aborted transaction with a silent rollback: releasing
+    // the last savepoint first fails instead if anything was left aborted, and then nothing
+    // of the batch is answered as stored.
+    if savepoint {
+        tx.batch_execute("RELEASE SAVEPOINT ev").await?;
     }
     tx.commit().await?;
     Ok(results)
