@@ -113,7 +113,6 @@ async fn osmand_report(
     let refused = deliver(
         &state,
         &gateway,
-        &req,
         &request.token,
         &request.report,
         None,
@@ -137,17 +136,7 @@ async fn owntracks_report(
     let mut refused = None;
     match message {
         owntracks::OwnTracksMessage::Location(report) => {
-            refused = deliver(
-                &state,
-                &gateway,
-                &req,
-                &token,
-                &report,
-                None,
-                "owntracks",
-                true,
-            )
-            .await?;
+            refused = deliver(&state, &gateway, &token, &report, None, "owntracks", true).await?;
         }
         owntracks::OwnTracksMessage::Transition {
             report,
@@ -159,7 +148,6 @@ async fn owntracks_report(
             refused = deliver(
                 &state,
                 &gateway,
-                &req,
                 &token,
                 &report,
                 Some("app_region"),
@@ -170,11 +158,11 @@ async fn owntracks_report(
         }
         owntracks::OwnTracksMessage::Lwt => {
             // The phone's app went away (logged; a bad token still gets 401).
-            identify(&state, &gateway, &req, &token, true).await?;
+            identify(&state, &gateway, &token, true).await?;
             tracing::info!("owntracks last will: the app went offline");
         }
         owntracks::OwnTracksMessage::Ignored(kind) => {
-            identify(&state, &gateway, &req, &token, true).await?;
+            identify(&state, &gateway, &token, true).await?;
             tracing::debug!(kind = %kind, "owntracks message ignored");
         }
     }
@@ -251,7 +239,6 @@ fn pairs(text: &str) -> Result<Vec<(String, String)>, GatewayError> {
 async fn identify(
     state: &AppState,
     gateway: &Gateway,
-    _req: &HttpRequest,
     token: &str,
     basic: bool,
 ) -> Result<crate::auth::device::DeviceIdentity, GatewayError> {
@@ -273,14 +260,13 @@ async fn identify(
 async fn deliver(
     state: &web::Data<AppState>,
     gateway: &Gateway,
-    req: &HttpRequest,
     token: &str,
     report: &AppReport,
     untrusted: Option<&'static str>,
     source: &'static str,
     basic: bool,
 ) -> Result<Option<String>, GatewayError> {
-    let device = identify(state, gateway, req, token, basic).await?;
+    let device = identify(state, gateway, token, basic).await?;
     let agent = gateway.agents.get(state, device.agent_id, device.device_id);
     let (reply, answer) = oneshot::channel();
     let sent = agent
