@@ -25,6 +25,7 @@ use crate::{
         session::{Action, AgentSession, Step},
         writer::{Committed, PositionRow, Submit},
     },
+    realtime::hub::AppSession,
     state::AppState,
 };
 
@@ -292,6 +293,11 @@ impl Actor for AppAgent {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        // The safety watch counts the agent's device as connected while this session lives.
+        self.state.hub.do_send(AppSession {
+            agent_id: self.session.agent_id(),
+            alive: true,
+        });
         self.restore(ctx, true);
         let every = Duration::from_millis(self.state.settings.dispatch.position_update_ms);
         ctx.run_interval(every, |act, _| {
@@ -309,6 +315,10 @@ impl Actor for AppAgent {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.registry.remove(self.session.agent_id(), self.id);
+        self.state.hub.do_send(AppSession {
+            agent_id: self.session.agent_id(),
+            alive: false,
+        });
     }
 }
 

@@ -59,6 +59,12 @@ impl AppEvent {
     }
 }
 
+/// The ledger's `seq` range (as stored, a negative `bigint`) of the apps' `kind` events taken
+/// from `from` to `to`, inclusive: a time window of an app's events is an index range.
+pub fn app_seq_range(from: DateTime<Utc>, to: DateTime<Utc>, kind: AppEvent) -> (i64, i64) {
+    (app_seq(from, kind) as i64, app_seq(to, kind) as i64)
+}
+
 /// The sequence number of a report of `kind` taken at `ts` (see the module's comment).
 pub fn app_seq(ts: DateTime<Utc>, kind: AppEvent) -> u64 {
     let ms = ts.timestamp_millis().max(0) as u64 & ((1 << 61) - 1);

@@ -37,6 +37,34 @@ struct Entry {
 pub struct AgentHub {
     /// Live sessions by agent id.
     sessions: HashMap<Uuid, Entry>,
+    /// Agents whose phone app (HTTP gateway) has a session (it reported in the last ten
+    /// minutes), counted: a session ending and its successor starting may arrive in either
+    /// order. They count as connected for the safety watch; nothing can be pushed to them.
+    apps: HashMap<Uuid, u32>,
+}
+
+/// A phone app's session (HTTP gateway) started or ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AppSession {
+    pub agent_id: Uuid,
+    pub alive: bool,
+}
+
+impl Handler<AppSession> for AgentHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppSession, _: &mut Self::Context) {
+        let n = self.apps.entry(msg.agent_id).or_default();
+        if msg.alive {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.apps.remove(&msg.agent_id);
+            }
+        }
+    }
 }
 
 impl Actor for AgentHub {
@@ -190,6 +218,8 @@ impl Handler<ConnectedAgents> for AgentHub {
     type Result = Vec<Uuid>;
 
     fn handle(&mut self, _: ConnectedAgents, _: &mut Self::Context) -> Vec<Uuid> {
-        self.sessions.keys().copied().collect()
+        let mut agents: Vec<Uuid> = self.sessions.keys().copied().collect();
+        agents.extend(self.apps.keys().filter(|a| !self.sessions.contains_key(a)));
+        agents
     }
 }

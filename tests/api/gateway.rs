@@ -80,6 +80,10 @@ async fn app_rows(
         .collect()
 }
 
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
 fn unix(offset_s: i64) -> i64 {
     chrono::Utc::now().timestamp() - offset_s
 }
@@ -156,6 +160,36 @@ async fn osmand_query_form_and_json_are_stored_once_under_the_shift_and_move_the
         rows.iter().map(|r| r.5).collect::<Vec<_>>(),
         [Some(80), Some(79), Some(78)]
     );
+
+    // The app's fixes are in the agent's track (beside the WebSocket's clock-in fix).
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let (s, track) = app
+        .call(
+            "GET",
+            &format!(
+                "/api/v1/agents/{}/track?from={}&to={}",
+                f.agent,
+                urlencode(&from),
+                urlencode(&to)
+            ),
+            Some(&f.admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{track}");
+    let lats: Vec<f64> = track["geometry"]["coordinates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_f64().unwrap())
+        .collect();
+    for lat in [INSIDE.0, INSIDE.0 + 0.0001, INSIDE.0 + 0.0002] {
+        assert!(
+            lats.iter().any(|l| (l - lat).abs() < 1e-9),
+            "{lat} missing from {track}"
+        );
+    }
 
     // The guard moved on the dispatcher's live picture to the app's last fix.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -96,7 +96,7 @@ pub async fn track(
     let statement = db
         .prepare_cached(
             "SELECT seq, lat, lon, \"timestamp\" AS ts, is_trusted, site_id FROM location_tracking
-             WHERE agent_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+             WHERE agent_id = $1 AND seq < $2 AND seq >= 0 ORDER BY seq DESC LIMIT $3",
         )
         .await?;
     // A CLIENT user sees the agent only where it worked for the client: fixes at its sites.
@@ -141,6 +141,46 @@ pub async fn track(
         }
         if older || (rows.len() as i64) < PAGE {
             break;
+        }
+    }
+    // Phone apps' fixes (HTTP gateway) are numbered by fix time below zero: the window is an
+    // index range of their positions and one of their panics (region transitions are never
+    // trusted, so never drawn).
+    if !truncated {
+        use crate::gateway::report::{app_seq_range, AppEvent};
+        let (p0, p1) = app_seq_range(stop, q.to, AppEvent::Position);
+        let (s0, s1) = app_seq_range(stop, q.to, AppEvent::Panic);
+        let app = db
+            .prepare_cached(
+                "SELECT seq, lat, lon, \"timestamp\" AS ts, is_trusted, site_id FROM location_tracking
+                 WHERE agent_id = $1 AND (seq BETWEEN $2 AND $3 OR seq BETWEEN $4 AND $5)",
+            )
+            .await?;
+        let before = points.len();
+        for r in db.query(&app, &[&id, &p0, &p1, &s0, &s1]).await? {
+            let ts: DateTime<Utc> = r.col("ts")?;
+            let (Some(lat), Some(lon)) =
+                (r.col::<Option<f64>>("lat")?, r.col::<Option<f64>>("lon")?)
+            else {
+                continue;
+            };
+            let trusted: bool = r.col("is_trusted")?;
+            let site: Option<Uuid> = r.col("site_id")?;
+            let visible = only_sites
+                .as_ref()
+                .is_none_or(|sites| site.is_some_and(|s| sites.contains(&s)));
+            if trusted && visible && ts >= q.from && ts < q.to {
+                if points.len() == MAX_POINTS {
+                    truncated = true;
+                    break;
+                }
+                points.push((ts, [lon, lat]));
+            }
+        }
+        // Both kinds of devices in one line, by time (newest first, as read); a WebSocket-only
+        // track keeps the device's order.
+        if points.len() > before {
+            points.sort_by_key(|p| std::cmp::Reverse(p.0));
         }
     }
     points.reverse();
