@@ -23,7 +23,7 @@ use crate::{
         protocol::DeviceEvent,
         restore::{Restore, RestoreError},
         session::{Action, AgentSession, Step},
-        writer::{Committed, PositionRow, Submit},
+        writer::{Committed, PositionRow},
     },
     realtime::hub::AppSession,
     state::AppState,
@@ -207,32 +207,18 @@ impl AppAgent {
     }
 
     fn submit(&mut self, rows: Vec<PositionRow>, ctx: &mut Context<Self>) {
-        let writer = self.state.writer.clone();
-        let n = rows.len().min(writer.max_permits) as u32;
         let reply = ctx.address().recipient::<Committed>();
-        match writer.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => writer.addr.do_send(Submit {
-                rows,
-                permit,
-                reply,
-            }),
-            Err(_) => {
-                metrics::counter!("ingest_backpressure_waits_total").increment(1);
-                self.session.pause();
-                let permits = writer.permits.clone();
-                let wait = async move { permits.acquire_many_owned(n).await };
-                ctx.wait(wait.into_actor(self).map(move |permit, act, ctx| {
-                    act.session.resume();
-                    if let Ok(permit) = permit {
-                        writer.addr.do_send(Submit {
-                            rows,
-                            permit,
-                            reply,
-                        });
-                    }
-                    act.drain(ctx);
-                }));
-            }
+        if let Err(blocked) = self.state.writer.try_submit(rows, reply) {
+            self.session.pause();
+            ctx.wait(
+                blocked
+                    .submit_when_free()
+                    .into_actor(self)
+                    .map(|(), act, ctx| {
+                        act.session.resume();
+                        act.drain(ctx);
+                    }),
+            );
         }
     }
 

@@ -91,6 +91,66 @@ pub struct WriterHandle {
     pub health: Arc<WriterHealth>,
 }
 
+impl WriterHandle {
+    /// Hands a session's rows to the writer if it has room for them now; otherwise gives them
+    /// back as `Blocked`, for the session to wait on (it stops reading meanwhile: that is the
+    /// backpressure).
+    pub fn try_submit(
+        &self,
+        rows: Vec<PositionRow>,
+        reply: Recipient<Committed>,
+    ) -> Result<(), Blocked> {
+        let n = rows.len().min(self.max_permits) as u32;
+        match self.permits.clone().try_acquire_many_owned(n) {
+            Ok(permit) => {
+                self.addr.do_send(Submit {
+                    rows,
+                    permit,
+                    reply,
+                });
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!("ingest_backpressure_waits_total").increment(1);
+                Err(Blocked {
+                    writer: self.clone(),
+                    rows,
+                    permits: n,
+                    reply,
+                })
+            }
+        }
+    }
+}
+
+/// Rows the writer had no room for yet.
+pub struct Blocked {
+    writer: WriterHandle,
+    rows: Vec<PositionRow>,
+    /// Permits the rows need (one each, at most the writer's whole queue).
+    permits: u32,
+    reply: Recipient<Committed>,
+}
+
+impl Blocked {
+    /// Waits for room, then hands the rows over.
+    pub async fn submit_when_free(self) {
+        let Blocked {
+            writer,
+            rows,
+            permits,
+            reply,
+        } = self;
+        if let Ok(permit) = writer.permits.clone().acquire_many_owned(permits).await {
+            writer.addr.do_send(Submit {
+                rows,
+                permit,
+                reply,
+            });
+        }
+    }
+}
+
 /// The columns every batch writes (also used by the load benchmark's COPY ceiling).
 pub(crate) const COPY_COLUMNS: &str =
     "agent_id, shift_id, device_id, seq, event_type, lat, lon, accuracy_m, altitude_m, \

@@ -20,7 +20,7 @@ use crate::{
         frames::{RejectCode, Rejection, ServerFrame},
         restore::{Restore, RestoreError},
         session::{Action, AgentSession, Step},
-        writer::{Committed, PositionRow, Submit},
+        writer::{Committed, PositionRow},
     },
     limits::{SlotRefused, WsSlot},
     realtime::hub::{Register, SessionCommand, Unregister},
@@ -196,32 +196,18 @@ impl AgentSocket {
 
     /// Hands rows to the writer, or (no capacity) pauses the session until there is.
     fn submit(&mut self, rows: Vec<PositionRow>, ctx: &mut ws::WebsocketContext<Self>) {
-        let writer = self.state.writer.clone();
-        let n = rows.len().min(writer.max_permits) as u32;
         let reply = ctx.address().recipient::<Committed>();
-        match writer.permits.clone().try_acquire_many_owned(n) {
-            Ok(permit) => writer.addr.do_send(Submit {
-                rows,
-                permit,
-                reply,
-            }),
-            Err(_) => {
-                metrics::counter!("ingest_backpressure_waits_total").increment(1);
-                self.session.pause();
-                let permits = writer.permits.clone();
-                let wait = async move { permits.acquire_many_owned(n).await };
-                ctx.wait(wait.into_actor(self).map(move |permit, act, ctx| {
-                    act.session.resume();
-                    if let Ok(permit) = permit {
-                        writer.addr.do_send(Submit {
-                            rows,
-                            permit,
-                            reply,
-                        });
-                    }
-                    act.drain(ctx);
-                }));
-            }
+        if let Err(blocked) = self.state.writer.try_submit(rows, reply) {
+            self.session.pause();
+            ctx.wait(
+                blocked
+                    .submit_when_free()
+                    .into_actor(self)
+                    .map(|(), act, ctx| {
+                        act.session.resume();
+                        act.drain(ctx);
+                    }),
+            );
         }
     }
 

@@ -72,6 +72,27 @@ pub struct TrackProperties {
     pub truncated: bool,
 }
 
+/// A fix on the line: its time and `[lon, lat]`.
+type Point = (DateTime<Utc>, [f64; 2]);
+
+/// A row's point on the line: a trusted fix in the window, at one of the caller's sites when
+/// the caller is a CLIENT user (`only_sites`); None otherwise.
+fn drawn(
+    r: &tokio_postgres::Row,
+    q: &TrackQuery,
+    only_sites: Option<&std::collections::HashSet<Uuid>>,
+) -> Result<Option<Point>, crate::storage::row::ColumnError> {
+    let ts: DateTime<Utc> = r.col("ts")?;
+    let (Some(lat), Some(lon)) = (r.col::<Option<f64>>("lat")?, r.col::<Option<f64>>("lon")?)
+    else {
+        return Ok(None);
+    };
+    let trusted: bool = r.col("is_trusted")?;
+    let site: Option<Uuid> = r.col("site_id")?;
+    let visible = only_sites.is_none_or(|sites| site.is_some_and(|s| sites.contains(&s)));
+    Ok((trusted && visible && ts >= q.from && ts < q.to).then_some((ts, [lon, lat])))
+}
+
 /// The track of one agent over a window (staff: any agent; CLIENT: agents with a shift at its
 /// sites; AGENT: itself).
 #[utoipa::path(get, path = "/api/v1/agents/{id}/track", tag = "agents", params(("id" = Uuid, Path, description = "agent id"), TrackQuery), security(("bearer" = [])),
@@ -109,7 +130,7 @@ pub async fn track(
     let stop = q.from - REORDER_SLACK;
     let mut cursor = i64::MAX;
     // Newest first while reading; reversed at the end.
-    let mut points: Vec<(DateTime<Utc>, [f64; 2])> = Vec::new();
+    let mut points: Vec<Point> = Vec::new();
     let mut truncated = false;
     'pages: loop {
         let rows = db.query(&statement, &[&id, &cursor, &PAGE]).await?;
@@ -121,22 +142,12 @@ pub async fn track(
             if ts >= stop {
                 older = false;
             }
-            let (Some(lat), Some(lon)) =
-                (r.col::<Option<f64>>("lat")?, r.col::<Option<f64>>("lon")?)
-            else {
-                continue;
-            };
-            let trusted: bool = r.col("is_trusted")?;
-            let site: Option<Uuid> = r.col("site_id")?;
-            let visible = only_sites
-                .as_ref()
-                .is_none_or(|sites| site.is_some_and(|s| sites.contains(&s)));
-            if trusted && visible && ts >= q.from && ts < q.to {
+            if let Some(point) = drawn(r, &q, only_sites.as_ref())? {
                 if points.len() == MAX_POINTS {
                     truncated = true;
                     break 'pages;
                 }
-                points.push((ts, [lon, lat]));
+                points.push(point);
             }
         }
         if older || (rows.len() as i64) < PAGE {
@@ -158,23 +169,12 @@ pub async fn track(
             .await?;
         let before = points.len();
         for r in db.query(&app, &[&id, &p0, &p1, &s0, &s1]).await? {
-            let ts: DateTime<Utc> = r.col("ts")?;
-            let (Some(lat), Some(lon)) =
-                (r.col::<Option<f64>>("lat")?, r.col::<Option<f64>>("lon")?)
-            else {
-                continue;
-            };
-            let trusted: bool = r.col("is_trusted")?;
-            let site: Option<Uuid> = r.col("site_id")?;
-            let visible = only_sites
-                .as_ref()
-                .is_none_or(|sites| site.is_some_and(|s| sites.contains(&s)));
-            if trusted && visible && ts >= q.from && ts < q.to {
+            if let Some(point) = drawn(&r, &q, only_sites.as_ref())? {
                 if points.len() == MAX_POINTS {
                     truncated = true;
                     break;
                 }
-                points.push((ts, [lon, lat]));
+                points.push(point);
             }
         }
         // Both kinds of devices in one line, by time (newest first, as read); a WebSocket-only
