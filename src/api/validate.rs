@@ -124,14 +124,32 @@ pub fn labels(field: &str, values: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+/// The largest magnitude of a number in a JSON object stored as `jsonb`: PostgreSQL keeps
+/// numbers exactly and writes 1.7e308 back as 309 digits, which do not read back into a
+/// double (the row could then never be read).
+const MAX_JSON_NUMBER: f64 = 1e300;
+
 /// A JSON object (metadata).
 pub fn object(field: &str, value: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
-    if value.is_object() && value.to_string().len() <= 16 * 1024 {
-        Ok(value.clone())
-    } else {
-        Err(ApiError::invalid(
+    if !(value.is_object() && value.to_string().len() <= 16 * 1024) {
+        return Err(ApiError::invalid(
             field,
             format!("{field} must be a JSON object of at most 16 KiB"),
-        ))
+        ));
     }
+    fn numbers_fit(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().is_some_and(|x| x.abs() <= MAX_JSON_NUMBER),
+            serde_json::Value::Array(a) => a.iter().all(numbers_fit),
+            serde_json::Value::Object(o) => o.values().all(numbers_fit),
+            _ => true,
+        }
+    }
+    if !numbers_fit(value) {
+        return Err(ApiError::invalid(
+            field,
+            format!("numbers in {field} must be between -1e300 and 1e300"),
+        ));
+    }
+    Ok(value.clone())
 }

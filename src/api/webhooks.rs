@@ -58,7 +58,7 @@ pub struct CreateWebhook {
     /// http:// or https:// URL the deliveries are POSTed to.
     #[schema(
         max_length = 2000,
-        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,4})?(/[A-Za-z0-9._~%+/-]*)?([?][A-Za-z0-9._~%+&=-]*)?$"
     )]
     pub url: String,
     pub client_id: Option<Uuid>,
@@ -78,7 +78,7 @@ pub struct CreateWebhook {
 pub struct UpdateWebhook {
     #[schema(
         max_length = 2000,
-        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$"
+        pattern = "^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[1-9][0-9]{0,4})?(/[A-Za-z0-9._~%+/-]*)?([?][A-Za-z0-9._~%+&=-]*)?$"
     )]
     pub url: Option<String>,
     pub kinds: Option<Vec<AlertKind>>,
@@ -131,11 +131,47 @@ pub struct WebhookQuery {
     pub offset: Option<i64>,
 }
 
-/// An http(s) URL with a host, at most 2000 characters.
+/// An http(s) URL with a host, at most 2000 characters, exactly as the OpenAPI document's
+/// pattern for `url` says (host letters, digits, dots and dashes; a port; a path and a query of
+/// unreserved characters, `%`-escapes, `+`, and `&`/`=` in the query), so that what the
+/// document calls invalid is refused.
 fn url(v: &str) -> Result<String, ApiError> {
     let v = v.trim();
+    fn documented(v: &str) -> bool {
+        let Some(rest) = v
+            .strip_prefix("http://")
+            .or_else(|| v.strip_prefix("https://"))
+        else {
+            return false;
+        };
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (host, port) = match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        };
+        let alnum = |c: char| c.is_ascii_alphanumeric();
+        let host_ok = host.starts_with(alnum)
+            && host.ends_with(alnum)
+            && host.chars().all(|c| alnum(c) || c == '.' || c == '-');
+        let port_ok = port.is_none_or(|p| {
+            (1..=5).contains(&p.len())
+                && !p.starts_with('0')
+                && p.chars().all(|c| c.is_ascii_digit())
+        });
+        let (path, query) = match tail.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (tail, None),
+        };
+        let unreserved = |c: char| alnum(c) || "._~%+-".contains(c);
+        let path_ok = path.chars().all(|c| unreserved(c) || c == '/');
+        let query_ok =
+            query.is_none_or(|q| q.chars().all(|c| unreserved(c) || c == '&' || c == '='));
+        host_ok && port_ok && path_ok && query_ok
+    }
     let uri: Option<awc::http::Uri> = v.parse().ok();
     let ok = v.len() <= 2000
+        && documented(v)
         && uri.is_some_and(|u| {
             matches!(u.scheme_str(), Some("http" | "https"))
                 && u.host().is_some_and(|h| !h.is_empty())
@@ -145,8 +181,40 @@ fn url(v: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::invalid(
             "url",
-            "url must be an http:// or https:// URL with a host (at most 2000 characters)",
+            "url must be an http:// or https:// URL: a host of letters, digits, dots and dashes, \
+             an optional port, a path and query of letters, digits and . _ ~ % + - / (& and = in the \
+             query); at most 2000 characters",
         ))
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::url;
+
+    #[test]
+    fn webhook_urls_as_documented() {
+        for ok in [
+            "https://sms.example.com/hook",
+            "http://10.0.0.5:18080/bahinlink/alerts",
+            "https://gw.example.com/send?apikey=abc-123&to=%2B228",
+            "https://example.com",
+        ] {
+            assert!(url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/x",
+            "https://-bad.example.com/",
+            "https://gToxTdD:9/.y*",
+            "https://example.com:0/",
+            "https://example.com:123456/",
+            "https://exa mple.com/",
+            "https://example.com/a b",
+            "https://user@example.com/",
+            "https://",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
     }
 }
 
