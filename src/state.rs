@@ -62,3 +62,38 @@ impl AppState {
         }
     }
 }
+
+impl AppState {
+    /// Carries out a session's action that goes to the daemon rather than to the device
+    /// (live events, violation writes, the dispatcher's position and duty), the same for a
+    /// WebSocket and for a phone app; gives back the device's own (frames, acks, refusals,
+    /// reconnect) for the transport.
+    pub fn forward_session_action(
+        &self,
+        agent_id: uuid::Uuid,
+        action: crate::ingest::session::Action,
+    ) -> Option<crate::ingest::session::Action> {
+        use crate::{
+            dispatch::actor::{AgentPosition, DutyUpdate},
+            ingest::session::Action,
+        };
+        match action {
+            Action::Live(event) => {
+                let _ = self.live.send(event);
+            }
+            Action::Violation(write) => self.violations.write(write),
+            Action::Position { lat, lon, at } => self.dispatcher.do_send(AgentPosition {
+                agent_id,
+                lat,
+                lon,
+                at,
+            }),
+            Action::Duty(duty) => self.dispatcher.do_send(DutyUpdate {
+                agent_id,
+                duty: duty.map(|d| (d.shift_id, d.site_id, d.on_break)),
+            }),
+            device => return Some(device),
+        }
+        None
+    }
+}

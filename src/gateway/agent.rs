@@ -17,7 +17,6 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::{
-    dispatch::actor::{AgentPosition, DutyUpdate},
     ingest::{
         frames::{RejectCode, Rejection},
         protocol::DeviceEvent,
@@ -154,6 +153,10 @@ impl AppAgent {
     fn apply(&mut self) {
         let mut actions = std::mem::take(&mut self.actions);
         for action in actions.drain(..) {
+            let agent_id = self.session.agent_id();
+            let Some(action) = self.state.forward_session_action(agent_id, action) else {
+                continue;
+            };
             match action {
                 Action::Reject(r) => {
                     if let Some(seq) = r.seq {
@@ -162,20 +165,11 @@ impl AppAgent {
                 }
                 Action::Frame(_) => {}
                 Action::Ack(seq) => self.answer(seq, Ok(())),
-                Action::Live(event) => {
-                    let _ = self.state.live.send(event);
-                }
-                Action::Violation(write) => self.state.violations.write(write),
-                Action::Position { lat, lon, at } => self.state.dispatcher.do_send(AgentPosition {
-                    agent_id: self.session.agent_id(),
-                    lat,
-                    lon,
-                    at,
-                }),
-                Action::Duty(duty) => self.state.dispatcher.do_send(DutyUpdate {
-                    agent_id: self.session.agent_id(),
-                    duty: duty.map(|d| (d.shift_id, d.site_id, d.on_break)),
-                }),
+                // Forwarded above.
+                Action::Live(_)
+                | Action::Violation(_)
+                | Action::Position { .. }
+                | Action::Duty(_) => {}
                 Action::Reconnect(_) => {
                     // The database failed under an event: nothing waiting may be answered
                     // as stored; the app retries each.

@@ -14,7 +14,6 @@ use uuid::Uuid;
 use crate::{
     api::error::ApiError,
     auth::{bearer::token_of, device::authenticate_device},
-    dispatch::actor::{AgentPosition, DutyUpdate},
     ingest::{
         events,
         frames::{RejectCode, Rejection, ServerFrame},
@@ -89,25 +88,20 @@ impl AgentSocket {
     fn apply(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
         let mut actions = std::mem::take(&mut self.actions);
         for action in actions.drain(..) {
+            let agent_id = self.session.agent_id();
+            let Some(action) = self.state.forward_session_action(agent_id, action) else {
+                continue;
+            };
             match action {
                 Action::Reject(r) => self.reject(ctx, &r),
                 Action::Frame(frame) => self.send(ctx, frame.to_text()),
                 Action::Ack(seq) => self.send(ctx, ServerFrame::Ack { seqs: &[seq] }.to_text()),
-                Action::Live(event) => {
-                    let _ = self.state.live.send(event);
-                }
-                Action::Violation(write) => self.state.violations.write(write),
-                Action::Position { lat, lon, at } => self.state.dispatcher.do_send(AgentPosition {
-                    agent_id: self.session.agent_id(),
-                    lat,
-                    lon,
-                    at,
-                }),
-                Action::Duty(duty) => self.state.dispatcher.do_send(DutyUpdate {
-                    agent_id: self.session.agent_id(),
-                    duty: duty.map(|d| (d.shift_id, d.site_id, d.on_break)),
-                }),
                 Action::Reconnect(reason) => self.close(ctx, ws::CloseCode::Again, reason),
+                // Forwarded above.
+                Action::Live(_)
+                | Action::Violation(_)
+                | Action::Position { .. }
+                | Action::Duty(_) => {}
             }
         }
         // Keep the allocation for the next call.
