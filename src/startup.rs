@@ -48,6 +48,9 @@ pub struct Application {
     server: Server,
     /// The state shared by the handlers (tests and the CLI inspect it).
     state: web::Data<AppState>,
+    /// The OsmAnd protocol's own listener (`ingest.osmand_listen`), if set: runs and stops
+    /// with the main server.
+    osmand: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -210,6 +213,7 @@ impl Application {
         });
         // Phone apps over HTTP (Traccar Client, OwnTracks): their agents and token cache.
         let gateway = web::Data::new(crate::gateway::Gateway::new());
+        let gateway_data = gateway.clone();
         let mut revoked = state.device_revocations.subscribe();
         let forget = gateway.clone();
         actix::spawn(async move {
@@ -244,17 +248,63 @@ impl Application {
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
-        let server = match tls_config(&settings.server)? {
+        let tls = tls_config(&settings.server)?;
+        let server = match tls.clone() {
             Some(tls) => server.listen_rustls_0_23(listener, tls),
             None => server.listen(listener),
         }
         .map_err(|source| StartupError::Bind { addr, source })?
         .run();
+        let osmand = match settings
+            .ingest
+            .osmand_listen
+            .parse::<std::net::SocketAddr>()
+        {
+            Ok(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                let port = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Bind { addr, source })?
+                    .port();
+                let (state, gateway) = (shared.clone(), gateway_data.clone());
+                let apps = HttpServer::new(move || {
+                    App::new()
+                        .wrap(middleware::from_fn(observability::http_metrics))
+                        .app_data(state.clone())
+                        .app_data(gateway.clone())
+                        .app_data(web::PayloadConfig::new(json_limit))
+                        .default_service(web::to(crate::gateway::handlers::osmand_report))
+                })
+                .disable_signals()
+                .workers(1)
+                .shutdown_timeout(settings.server.shutdown_timeout_s)
+                .client_request_timeout(Duration::from_secs(
+                    settings.limits.request_header_timeout_s,
+                ));
+                let apps = match tls {
+                    Some(tls) => apps.listen_rustls_0_23(listener, tls),
+                    None => apps.listen(listener),
+                }
+                .map_err(|source| StartupError::Bind { addr, source })?
+                .run();
+                tracing::info!(%addr, "OsmAnd protocol listener (phone apps given a bare host:port)");
+                Some((port, apps))
+            }
+            // Empty (validated at load).
+            Err(_) => None,
+        };
         Ok(Application {
             port,
             server,
             state: shared,
+            osmand,
         })
+    }
+
+    /// The port of the OsmAnd protocol's own listener, when one is set.
+    pub fn osmand_port(&self) -> Option<u16> {
+        self.osmand.as_ref().map(|(port, _)| *port)
     }
 
     /// The bound port.
@@ -272,9 +322,20 @@ impl Application {
         self.server.handle()
     }
 
-    /// Runs until stopped through the handle.
+    /// Runs until stopped through the handle (the OsmAnd listener stops with it).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let Some((_, apps)) = self.osmand else {
+            return self.server.await;
+        };
+        let handle = apps.handle();
+        actix::spawn(async move {
+            if let Err(e) = apps.await {
+                tracing::error!(error = %e, "OsmAnd listener stopped");
+            }
+        });
+        let result = self.server.await;
+        handle.stop(true).await;
+        result
     }
 }
 

@@ -280,6 +280,31 @@ mod tests {
     }
 
     #[test]
+    fn the_osmand_listener_is_an_address_or_nothing() {
+        let s = Settings::load(
+            None,
+            env(&[("BAHINLINK_INGEST__OSMAND_LISTEN", "0.0.0.0:5055")]),
+        )
+        .unwrap();
+        assert_eq!(s.ingest.osmand_listen, "0.0.0.0:5055");
+        assert!(Settings::load(None, vec![])
+            .unwrap()
+            .ingest
+            .osmand_listen
+            .is_empty());
+        let msg = Settings::load(
+            None,
+            env(&[("BAHINLINK_INGEST__OSMAND_LISTEN", "port 5055")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("ingest.osmand_listen") && msg.contains("port 5055"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn defaults_are_valid_and_documented_values() {
         let s = Settings::defaults();
         assert_eq!(s.server.listen, "127.0.0.1:8080".parse().unwrap());

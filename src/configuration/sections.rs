@@ -76,6 +76,9 @@ pub struct IngestSettings {
     /// A panic without a fix is placed at the session's last trusted fix when it is at most
     /// this old, else at the duty site's centre (docs/protocol.md, "Panic").
     pub panic_recent_fix_s: i64,
+    /// A listener of its own for phone apps speaking the OsmAnd protocol (Traccar Client)
+    /// that are given a bare `host:port`: every path answers as `/osmand`. Empty: none.
+    pub osmand_listen: String,
 }
 
 /// The most device events one group-commit transaction holds (`writer.event_batch_max`):

@@ -92,6 +92,15 @@ impl Settings {
             1..=256,
         )?;
         let i = &self.ingest;
+        if !i.osmand_listen.is_empty() && i.osmand_listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "ingest.osmand_listen",
+                format!(
+                    "must be an address and port such as 0.0.0.0:5055, or empty, not {:?}",
+                    i.osmand_listen
+                ),
+            ));
+        }
         within(
             "ingest.panic_recent_fix_s",
             i.panic_recent_fix_s,

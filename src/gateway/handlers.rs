@@ -85,7 +85,7 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET|POST /osmand`: query parameters, a form body, or Traccar Client's JSON body.
-async fn osmand_report(
+pub(crate) async fn osmand_report(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AppState>,

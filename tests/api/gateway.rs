@@ -468,3 +468,44 @@ fn base64(text: &str) -> String {
     }
     out
 }
+
+/// `ingest.osmand_listen`: a listener of its own where every path is the OsmAnd endpoint, for
+/// an app given a bare host:port (it reports to `/`).
+#[actix_web::test]
+async fn the_osmand_listener_of_its_own_takes_reports_on_any_path() {
+    let url = crate::helpers::fresh_database(true).await;
+    let mut settings = crate::helpers::test_settings(&url);
+    let port = crate::helpers::free_port();
+    settings.ingest.osmand_listen = format!("127.0.0.1:{port}");
+    let app = crate::helpers::spawn_app_on(settings).await;
+    let f = field(&app).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let q = format!(
+        "?id={}&lat={}&lon={}&timestamp={}",
+        f.token,
+        INSIDE.0,
+        INSIDE.1,
+        unix(5)
+    );
+    let mut res = app.http.get(format!("{base}/{q}")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.body().await);
+    // Traccar Client's JSON body, posted to the bare address.
+    let body = json!({"device_id": f.token, "location": {"timestamp": chrono::DateTime::from_timestamp(unix(4), 0).unwrap().to_rfc3339(),
+        "coords": {"latitude": INSIDE.0, "longitude": INSIDE.1, "accuracy": 5}}});
+    let mut res = app
+        .http
+        .post(format!("{base}/"))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{:?}", res.body().await);
+    let mut res = app
+        .http
+        .get(format!("{base}/anything?lat=1&lon=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400, "no id");
+    let _ = res.body().await;
+    assert_eq!(app_rows(&app, f.agent).await.len(), 2);
+}
