@@ -79,9 +79,22 @@ pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/osmand")
             .route(web::get().to(osmand_report))
-            .route(web::post().to(osmand_report)),
+            .route(web::post().to(osmand_report))
+            .default_service(web::to(|| method_not_allowed("GET, POST"))),
     );
-    cfg.service(web::resource("/owntracks").route(web::post().to(owntracks_report)));
+    cfg.service(
+        web::resource("/owntracks")
+            .route(web::post().to(owntracks_report))
+            .default_service(web::to(|| method_not_allowed("POST"))),
+    );
+}
+
+/// 405 for a method an app endpoint does not take, naming those it does.
+async fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .content_type("text/plain; charset=utf-8")
+        .body(format!("use {allow}\n"))
 }
 
 /// `GET|POST /osmand`: query parameters, a form body, or Traccar Client's JSON body.

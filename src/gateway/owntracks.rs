@@ -76,7 +76,7 @@ fn report(raw: &Raw) -> Result<AppReport, String> {
         .ok_or("`tst` (Unix seconds of the fix) is required")?;
     let ts = chrono::DateTime::from_timestamp_millis((tst * 1000.0).round() as i64)
         .filter(|_| tst.is_finite())
-        .ok_or_else(|| format!("`tst` {tst} is out of range"))?;
+        .ok_or_else(|| format!("`tst` {tst:e} is out of range"))?;
     let known = |v: Option<f64>| v.filter(|v| *v >= 0.0);
     Ok(AppReport {
         ts,

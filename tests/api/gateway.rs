@@ -312,6 +312,15 @@ async fn osmand_bad_requests_get_the_reason_and_unknown_tokens_nothing() {
     .await;
     assert_eq!(s, 400, "{body}");
     assert!(body.contains("`device_id`"), "{body}");
+    // Another method: 405 naming the ones taken.
+    let res = app
+        .http
+        .put(format!("{}/osmand", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, POST");
     // A revoked token is refused at once, even though it was just verified.
     let ok = format!("/osmand?id={}&lat={}&lon={}", f.token, OUTSIDE.0, OUTSIDE.1);
     assert_eq!(request(&app, "GET", &ok, &[], None).await.0, 200);
